@@ -1,0 +1,35 @@
+"""Shared fixtures. Area-specific fixtures live in the area's own test module or a ``tests/_<area>.py`` helper."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import metantk_zoo  # noqa: F401  (registers the timm models)
+from metantk_zoo.zoo import NAMED
+
+#: ``METANTK_TEST_DEVICE=cuda pytest -m gpu`` runs the device-aware tests on a GPU (timm's TORCH_DEVICE pattern).
+TEST_DEVICE = torch.device(os.environ.get("METANTK_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return TEST_DEVICE
+
+
+@pytest.fixture
+def nano_genotype():
+    return NAMED["mini5_a"]
+
+
+@pytest.fixture(autouse=True)
+def hub_isolation(tmp_path, monkeypatch):
+    """No test touches the user's Hugging Face cache or token, or the network."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("METANTK_NO_PROGRESS", "1")
+    torch.manual_seed(0)

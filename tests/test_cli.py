@@ -1,0 +1,58 @@
+"""The CLI through Typer's runner: help, version, models, and the one-line error contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from typer.testing import CliRunner
+
+import metantk_zoo
+from metantk_zoo.cli import app, main
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"metantk-zoo {metantk_zoo.__version__}"
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "models" in result.stdout
+
+
+def test_models_table_and_json():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["name", "cells", "params", "source"]
+    row = next(line for line in lines if line.startswith("metantk_metanas_cell5 "))
+    assert row.split()[1:3] == ["5", "2.01M"]
+    rows = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["metantk_cell8"]["params"] == 3181072 and by_name["metantk_cell8"]["cells"] == 8
+
+
+def test_unknown_option_is_a_usage_error():
+    result = runner.invoke(app, ["models", "--bogus"])
+    assert result.exit_code == 2
+
+
+def test_library_errors_become_one_line(capsys, monkeypatch):
+    from metantk_zoo.cli import models as models_cli
+    from metantk_zoo.errors import GenotypeError
+
+    def boom():
+        raise GenotypeError("reduce cell, node 2: unknown op 'x'")
+
+    monkeypatch.setattr(models_cli, "zoo_table", boom)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "Error: reduce cell, node 2: unknown op 'x'"
