@@ -191,3 +191,52 @@ def test_torchrun_two_processes_equal_a_single_process(tmp_path, nano_result):
     assert got["world_size"] == 2
     assert Genotype.from_dict(got["genotype"]) == nano_result.genotype
     assert got["rounds"] == json.loads(json.dumps(nano_result.rounds))
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import metantk_zoo.cli.search as cli_search
+    from metantk_zoo.cli import app
+    from metantk_zoo.rundir import read_model_spec
+    from metantk_zoo.zoo import NAMED
+
+    calls = []
+
+    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend):
+        calls.append((cfg, seed, device, Path(checkpoint).name, resume, backend, len(source.labels)))
+        return SearchResult(NAMED["mini5_a"], cfg, seed, [{"stage": "round", "name": "round0", "candidates": []}])
+
+    monkeypatch.setattr(cli_search, "_load_source", lambda spec, res: (nano_source(), 64))
+    monkeypatch.setattr(search_mod, "search", fake_search)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(app, ["search", "--preset", "tiny", "--dataset", "synthetic:size=32", "--out", str(out),
+                              "--seed", "5", "--channels", "8", "--ops", "skip_connect,conv_3x3", "--json"])
+    assert res.exit_code == 0, res.output
+    cfg, seed, device, ckpt, resume, backend, n = calls[-1]
+    assert (cfg.channels, cfg.ops, cfg.repeats, seed, device, ckpt, resume, backend, n) == (
+        8, ("skip_connect", "conv_3x3"), 1, 5, "cpu", "search.json", False, "hook", 24)
+    assert json.loads(res.stdout)["genotype"] == NAMED["mini5_a"].to_dict()
+    assert Genotype.from_dict(json.loads((out / "genotype.json").read_text())) == NAMED["mini5_a"]
+    assert json.loads((out / "search.json").read_text())["preset"] == "tiny"
+    spec = read_model_spec(out)
+    assert spec["architecture"] == "metantk_cell" and spec["model_args"]["num_cells"] == 3
+    assert spec["num_classes"] == 64
+    # a saved config.json loads first and flags override it
+    res = runner.invoke(app, ["search", "--config", str(out / "config.json"), "--out", str(tmp_path / "run2"),
+                              "--repeats", "2", "--resume"])
+    assert res.exit_code == 0, res.output
+    cfg, seed, _, _, resume, _, _ = calls[-1]
+    assert (cfg.channels, cfg.ops, cfg.repeats, seed, resume) == (8, ("skip_connect", "conv_3x3"), 2, 5, True)
+
+
+def test_cli_search_bad_preset_is_one_line_error(tmp_path, capsys):
+    from metantk_zoo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--preset", "mini6", "--dataset", "synthetic", "--out", str(tmp_path)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown search preset 'mini6'; known presets: mini5, mini8" in err
