@@ -85,6 +85,7 @@ def search_command(
     if ops is not None:
         overrides["ops"] = tuple(o.strip() for o in (ops if isinstance(ops, str) else ",".join(ops)).split(",") if o)
     cfg = SearchConfig.preset(preset, **overrides)
+    rank, device = _init_distributed(device)
     source, n_train_classes = _load_source(dataset, cfg.resolution)
     out.mkdir(parents=True, exist_ok=True)
     options = {"preset": preset, "dataset": dataset, "seed": seed, "device": device, "backend": backend,
@@ -92,9 +93,12 @@ def search_command(
     options["ops"] = ",".join(cfg.ops)
     from .. import __version__
 
-    write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
+    if rank == 0:
+        write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
     result = search(source, cfg, seed=seed, device=device, checkpoint=out / "checkpoints" / "search.json",
                     resume=resume, backend=backend)
+    if rank != 0:
+        return
     g = result.genotype
     write_json(out / "genotype.json", g.to_dict())
     write_json(out / "search.json", {**result.to_dict(), "preset": preset, "dataset": dataset})
@@ -111,6 +115,21 @@ def search_command(
         typer.echo(g.to_darts())
         typer.echo(f"wrote {out / 'genotype.json'} and {out / 'search.json'} ({result.wall_time:.1f} s scoring)",
                    err=True)
+
+
+def _init_distributed(device: str) -> tuple[int, str]:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: gloo on CPU, NCCL with one GPU per rank."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return dist.get_rank(), device
 
 
 def _json_default(obj: Any) -> Any:
