@@ -160,30 +160,25 @@ def bench_round(cfg: SearchConfig, device: torch.device, n_cand: int) -> dict:
     n_round = len(cands)
     cands = cands[:n_cand]
 
+    def timed(name: str, score) -> list[float]:
+        times = []
+        for key in cands:
+            cand = alive.clone()
+            cand[key] = False
+            _sync(device)
+            t = time.perf_counter()
+            score(key, cand)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+            print(f"  {name:9s} candidate {key}: {times[-1]:.2f} s", file=sys.stderr)
+        return times
+
     scorer = _Scorer(cfg, 0, data, device, "hook")
     scorer.start_stage("round0")
-    engine = []
-    for key in cands:
-        cand = alive.clone()
-        cand[key] = False
-        _sync(device)
-        t = time.perf_counter()
-        scorer.score("round0", key, cand, alive, alive)
-        _sync(device)
-        engine.append(time.perf_counter() - t)
-        print(f"  engine    candidate {key}: {engine[-1]:.2f} s", file=sys.stderr)
-
+    engine = timed("engine", lambda key, cand: scorer.score("round0", key, cand, alive, alive))
     origin_net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes).to(device).train()
-    baseline = []
-    for key in cands:
-        cand = alive.clone()
-        cand[key] = False
-        _sync(device)
-        t = time.perf_counter()
-        reference_candidate(cfg, data, origin_net, alive, cand, key, device)
-        _sync(device)
-        baseline.append(time.perf_counter() - t)
-        print(f"  reference candidate {key}: {baseline[-1]:.2f} s", file=sys.stderr)
+    baseline = timed("reference", lambda key, cand: reference_candidate(cfg, data, origin_net, alive, cand, key,
+                                                                         device))
 
     per_cand = statistics.mean(engine[1:]) if len(engine) > 1 else engine[0]
     origin = max(engine[0] - per_cand, 0.0)  # the unpruned kernels, computed in the first call
