@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import typer
 
 from typer.testing import CliRunner
 
 import metantk_zoo
 from metantk_zoo.cli import app, main
+from metantk_zoo.cli._options import ConfigOption
 
 runner = CliRunner()
 
@@ -59,10 +61,6 @@ def test_library_errors_become_one_line(capsys, monkeypatch):
 
 
 def _config_app():
-    import typer
-
-    from metantk_zoo.cli._options import ConfigOption
-
     demo = typer.Typer()
 
     @demo.command()
