@@ -48,14 +48,27 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.mo
 
 @contextlib.contextmanager
 def ieee_fp32() -> Iterator[None]:
-    """Run CUDA convolutions and matmuls in IEEE fp32 (no TF32) inside the block; restore the caller's setting."""
-    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    """Run CUDA convolutions and matmuls in IEEE fp32 (no TF32) inside the block; restore the caller's setting.
+
+    Uses the ``fp32_precision`` API where torch has it (torch 2.9+, whose cuDNN convolutions default to TF32;
+    mixing it with the legacy ``allow_tf32`` flags is an error), else the legacy flags.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        mm = torch.backends.cuda.matmul
+        saved = conv.fp32_precision, mm.fp32_precision
+        conv.fp32_precision, mm.fp32_precision = "ieee", "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, mm.fp32_precision = saved
+        return
+    saved_legacy = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_legacy
 
 
 def kernel_parameters(model: nn.Module, use_bias: bool = False) -> dict[str, nn.Parameter]:

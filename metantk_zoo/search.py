@@ -430,8 +430,9 @@ class _Scorer:
     def start_stage(self, stage: str) -> None:
         """Re-draw the kernel network's weights (the reference builds a new one per round)."""
         self._origin = {}
-        if self.kernel_net is not None:
-            reset_parameters(self.kernel_net, _rng(self.seed, "kernel-init", stage), self.cfg.init)
+        if self.kernel_net is not None:  # the edge pass keeps one network for all its groups, as the reference
+            init_key = "group-pass" if stage.startswith("group") else stage
+            reset_parameters(self.kernel_net, _rng(self.seed, "kernel-init", init_key), self.cfg.init)
 
     def _head(self, g: torch.Generator) -> nn.Linear:
         head = nn.Linear(self.kernel_net.num_features, self.cfg.n_way)

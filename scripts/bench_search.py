@@ -5,7 +5,7 @@ Measures (``reference/performance-facts.md``):
 
 1. **Gram**: the empirical NTK of the kernel supernet with a 5-way head (hook Gram vs opacus vs a plain
    forward+backward), wall time (median of ``--reps``) and peak memory (each in a fresh subprocess: peak RSS
-   growth on CPU, ``max_memory_allocated`` on CUDA).
+   growth on CPU (sampled every ms after ``malloc_trim``), ``max_memory_allocated`` on CUDA).
 2. **Round scoring**: the first ``--candidates`` candidates of pruning round 0, scored by this engine (masking,
    hook Gram, the unpruned kernel once per repeat, ``unique`` region count) and by a baseline that follows the
    reference procedure (a network rebuilt per candidate with the round network's weights copied in, opacus
@@ -23,7 +23,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -70,17 +69,35 @@ def _rss_bytes() -> int:
 def _memory_child(name: str, cfg_dict: dict, device: str, queue) -> None:
     dev = torch.device(device)
     model, x = _gram_setup(SearchConfig.from_dict(cfg_dict), dev)
+    _gram_op(name, model, x)  # warm-up: one-time allocations (kernel caches) are not the method's memory
     if dev.type == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         _gram_op(name, model, x)
         torch.cuda.synchronize()
         queue.put(torch.cuda.max_memory_allocated() - base)
-    else:
-        base = max(_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-        _gram_op(name, model, x)
-        queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+        return
+    import ctypes
+    import threading
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed memory back so RSS growth measures this call only
+    base = _rss_bytes()
+    peak, done = [base], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    _gram_op(name, model, x)
+    peak[0] = max(peak[0], _rss_bytes())
+    done.set()
+    t.join()
+    queue.put(peak[0] - base)
 
 
 def bench_gram(cfg: SearchConfig, device: torch.device, reps: int, memory: bool) -> dict:

@@ -148,12 +148,15 @@ def test_condition_number_signed_ratio_and_nan_fallback():
 
 
 def test_ieee_fp32_restores_the_callers_tf32_setting():
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = True
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, mm.fp32_precision
+    conv.fp32_precision = mm.fp32_precision = "tf32"
     try:
         with ieee_fp32():
-            assert torch.backends.cudnn.allow_tf32 is False
-            assert torch.backends.cuda.matmul.allow_tf32 is False
-        assert torch.backends.cudnn.allow_tf32 is True
+            assert (conv.fp32_precision, mm.fp32_precision) == ("ieee", "ieee")
+        assert (conv.fp32_precision, mm.fp32_precision) == ("tf32", "tf32")
+        with pytest.raises(RuntimeError, match="boom"), ieee_fp32():
+            raise RuntimeError("boom")
+        assert conv.fp32_precision == "tf32"
     finally:
-        torch.backends.cudnn.allow_tf32 = before
+        conv.fp32_precision, mm.fp32_precision = before

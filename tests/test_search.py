@@ -117,6 +117,18 @@ def test_reference_protocol_recomputes_the_unpruned_kernel_per_candidate():
     assert rows[0]["regions_origin"] != [] and rows[0]["cond"] != rows[1]["cond"]
 
 
+@pytest.mark.parametrize("shared_head", [False, True])
+def test_shared_head_option_is_what_separates_an_unchanged_candidate_from_its_origin(shared_head):
+    cfg = nano_config(shared_head=shared_head, method="metantk-only")
+    data = search_mod._Data(nano_source(), cfg, torch.device("cpu"))
+    scorer = search_mod._Scorer(cfg, 0, data, torch.device("cpu"), "hook")
+    scorer.start_stage("round0")
+    alive = search_mod.initial_alive(3)
+    row = scorer.score("round0", (0, 0, 1), alive, alive, alive)  # a "candidate" that removes nothing
+    # same weights and meta-batch: only the random head differs, unless it is shared
+    assert (row["cond"] == row["cond_origin"]) is shared_head
+
+
 def test_random_baseline_is_seeded_and_valid():
     a = search(nano_source(), nano_config(method="random", ops=PRESETS["mini5"].ops), seed=1, show_progress=False)
     b = search(nano_source(), nano_config(method="random", ops=PRESETS["mini5"].ops), seed=1, show_progress=False)
