@@ -8,9 +8,10 @@ Measures (``reference/performance-facts.md``):
    growth on CPU (sampled every ms after ``malloc_trim``), ``max_memory_allocated`` on CUDA).
 2. **Round scoring**: the first ``--candidates`` candidates of pruning round 0, scored by this engine (masking,
    hook Gram, the unpruned kernel once per repeat, ``unique`` region count) and by a baseline that follows the
-   reference procedure (a network rebuilt per candidate with the round network's weights copied in, opacus
-   per-sample gradients, the unpruned kernel recomputed for every candidate and repeat, thin networks rebuilt
-   per candidate, n x n Hamming region count). The full round (126 candidates) is extrapolated from them.
+   reference procedure (a network rebuilt per candidate with the round network's weights copied in, a no-grad
+   forward of the queries per kernel to read the feature size, opacus per-sample gradients, the unpruned kernel
+   recomputed for every candidate and repeat, thin networks rebuilt per candidate, region patches built per image
+   through PIL, n x n Hamming region count). The full round (126 candidates) is extrapolated from them.
 
 Example (full size, slow on a CPU):  python scripts/bench_search.py --json bench.json
 Reduced configuration (a minute):    python scripts/bench_search.py --quick
@@ -136,7 +137,30 @@ def _hamming_count(patterns: torch.Tensor) -> float:
     return (1.0 / (d == 0).sum(1).float()).sum().item()
 
 
+def _pil_patches(data, cfg: SearchConfig, g: torch.Generator) -> list[torch.Tensor]:
+    """The reference's region inputs: per image to PIL, resize to 32, random 3x3 crop, normalise, one channel."""
+    import numpy as np
+    from PIL import Image
+
+    from metantk_zoo.search import _draw
+    from metantk_zoo.search_inputs import MINI_MEAN, MINI_STD
+
+    idx = _draw(len(data.labels), cfg.region_batches * cfg.region_patches, g)
+    images = data.load(idx).cpu()
+    out = []
+    for img in images:
+        pil = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((cfg.resolution, cfg.resolution), Image.BILINEAR)
+        i, j = torch.randint(0, cfg.resolution - 2, (2,), generator=g).tolist()
+        c = int(torch.randint(0, 3, (1,), generator=g))
+        patch = np.asarray(pil.crop((j, i, j + 3, i + 3)), dtype=np.float32) / 255  # (3, 3, 3) HWC
+        patch = (patch - np.array(MINI_MEAN, dtype=np.float32)) / np.array(MINI_STD, dtype=np.float32)
+        out.append(torch.from_numpy(patch[:, :, c].copy()).view(1, 3, 3))
+    return list(torch.stack(out).to(data.device).split(cfg.region_patches))
+
+
 def _reference_cond(net: SuperNet, x: torch.Tensor, cfg: SearchConfig, g: torch.Generator) -> float:
+    with torch.no_grad():  # the reference's forward of the queries to read the feature size
+        net.forward_features(x[: cfg.n_tasks * cfg.n_way * cfg.n_query])
     head = reset_parameters(torch.nn.Linear(net.num_features, cfg.n_way), g).to(x.device)
     grams = empirical_ntk(_WithHead(net, head), x, backend="opacus", per_layer=True)
     theta = torch.stack(list(grams.values())).sum(0)
@@ -161,7 +185,7 @@ def reference_candidate(cfg, data, origin_net, alive, cand_alive, key, device):
         x = data.meta_batch(g)
         c_o = _reference_cond(origin_net, x, cfg, g)  # the unpruned kernel, recomputed every time
         c_c = _reference_cond(net, x, cfg, g)
-        pats = data.patch_batches(g)
+        pats = _pil_patches(data, cfg, g)
         r_o = _hamming_count(torch.cat([activation_patterns(thin_o, b) for b in pats]))
         r_c = _hamming_count(torch.cat([activation_patterns(thin_c, b) for b in pats]))
         del c_o, c_c, r_o, r_c
