@@ -19,7 +19,7 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from .models import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
+from .models import _cfg
 
 __all__ = ["Conv4"]
 
@@ -119,20 +119,7 @@ class Conv4(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-default_cfgs = generate_default_cfgs({
-    "metantk_conv4": {
-        "num_classes": 64,
-        "input_size": (3, 84, 84),
-        "pool_size": (5, 5),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": MINI_IMAGENET_MEAN,
-        "std": MINI_IMAGENET_STD,
-        "first_conv": "stages.0.0",
-        "classifier": "classifier",
-        "license": "mit",
-    },
-})
+default_cfgs = generate_default_cfgs({"metantk_conv4": _cfg(pool_size=(5, 5), first_conv="stages.0.0")})
 
 
 @register_model
