@@ -469,3 +469,39 @@ def adapted_logits(
     p = adapt(model, params, x_spt, y_spt, lr=lr, steps=steps, names=names)
     with torch.no_grad():
         return functional_call(model, p, (x_qry,), strict=False)
+
+
+def adapted_accuracies(
+    model: nn.Module,
+    episodes: Iterable[Episode],
+    *,
+    method: str,
+    lr: float,
+    steps: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Per-episode query accuracy of :func:`adapted_logits` (the algorithm's own adaptation as the classifier).
+
+    Args:
+        episodes: ``(x_spt, y_spt, x_qry, y_qry)`` tuples; the model's head must be ``n_way``-way.
+
+    Returns:
+        (n_tasks,) accuracies in [0, 1].
+
+    Raises:
+        ConfigError: the head does not have one output per episode class.
+    """
+    accs = []
+    for x_spt, y_spt, x_qry, y_qry in episodes:
+        if device is not None:
+            x_spt, y_spt, x_qry, y_qry = (t.to(device) for t in (x_spt, y_spt, x_qry, y_qry))
+        n_way = int(y_spt.max()) + 1
+        if getattr(model, "num_classes", n_way) != n_way:
+            raise ConfigError(f"adaptation needs an {n_way}-way head (one output per episode class), the model has "
+                              f"{model.num_classes}; meta-train with --n-way {n_way} or evaluate with a linear probe")
+        logits = adapted_logits(model, x_spt, y_spt, x_qry, method=method, lr=lr, steps=steps)  # (N*Q, n_way)
+        accs.append((logits.argmax(1) == y_qry).float().mean())
+    return torch.stack(accs)
+
+
+__all__.append("adapted_accuracies")

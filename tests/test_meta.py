@@ -194,3 +194,27 @@ def test_presets_follow_the_published_settings():
     with pytest.raises(ConfigError, match="unknown meta-training preset"):
         make_meta_config("maml", "tiered-20shot")
     assert math.isclose(c1.epochs, 60000 / 500)
+
+
+def _blobs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(2).repeat_interleave(n)
+    x = torch.randn(2 * n, 3, generator=g) + 3.0 * torch.stack([y * 2.0 - 1, torch.zeros_like(y), y * 0.0], 1)
+    return x, y
+
+
+@pytest.mark.parametrize("method", ["maml", "anil"])
+def test_adapted_accuracies_learn_separable_episodes(method):
+    torch.manual_seed(0)
+    model = TinyNet(d_out=2)
+    model.num_classes = 2
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    eps = [(*_blobs(5, s), *_blobs(10, s + 100)) for s in range(3)]
+    from metantk_zoo.meta import adapted_accuracies
+
+    acc = adapted_accuracies(model, eps, method=method, lr=0.5, steps=30)
+    assert acc.shape == (3,) and float(acc.min()) >= 0.9
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # adaptation is functional
+    model.num_classes = 5
+    with pytest.raises(ConfigError, match="2-way head"):
+        adapted_accuracies(model, eps, method=method, lr=0.5, steps=1)
