@@ -150,7 +150,7 @@ class MetaConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "mini-1shot": dict(n_shot=1, meta_batch=4),
     "mini-5shot": dict(n_shot=5, meta_batch=2),
-    "demo": dict(n_way=5, n_shot=1, n_query=5, inner_steps=1, inner_steps_test=3, inner_lr=0.1, meta_batch=2,
+    "demo": dict(n_way=5, n_shot=5, n_query=5, inner_steps=1, inner_steps_test=5, inner_lr=0.1, meta_batch=2,
                  meta_steps=60, steps_per_epoch=20, outer_lr=3e-3, val_episodes=0),
 }
 
