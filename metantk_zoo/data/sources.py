@@ -145,7 +145,8 @@ class FewShotDataset:
             out["splits"][s] = {
                 "classes": len(self.names[s]),
                 "images": int(len(ds)),
-                "images_per_class": {"min": int(counts.min(initial=0)), "max": int(counts.max(initial=0))},
+                "images_per_class": {"min": int(counts.min()) if counts.size else 0,
+                                     "max": int(counts.max()) if counts.size else 0},
             }
         return out
 
