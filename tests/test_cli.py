@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import typer
 
 from typer.testing import CliRunner
 
 import metantk_zoo
 from metantk_zoo.cli import app, main
+from metantk_zoo.cli._options import ConfigOption
 
 runner = CliRunner()
 
@@ -56,3 +58,41 @@ def test_library_errors_become_one_line(capsys, monkeypatch):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.strip() == "Error: reduce cell, node 2: unknown op 'x'"
+
+
+def _config_app():
+    demo = typer.Typer()
+
+    @demo.command()
+    def go(config: ConfigOption = None, epochs: int = 3, lr: float = 0.1, name: str = "x"):
+        typer.echo(json.dumps(dict(epochs=epochs, lr=lr, name=name)))
+
+    @demo.command()
+    def other():
+        pass
+
+    return demo
+
+
+def test_config_file_sets_defaults_and_flags_override(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"config": {"epochs": 9, "lr": 0.5}}))  # run-directory wrapper form
+    demo = _config_app()
+    assert json.loads(runner.invoke(demo, ["go", "--config", str(cfg)]).stdout) == {"epochs": 9, "lr": 0.5,
+                                                                                   "name": "x"}
+    out = runner.invoke(demo, ["go", "--epochs", "2", "--config", str(cfg)]).stdout
+    assert json.loads(out) == {"epochs": 2, "lr": 0.5, "name": "x"}
+
+
+def test_config_file_errors_are_usage_errors(tmp_path):
+    demo = _config_app()
+    bad_key = tmp_path / "bad.json"
+    bad_key.write_text(json.dumps({"epoch": 9}))
+    result = runner.invoke(demo, ["go", "--config", str(bad_key)])
+    assert result.exit_code == 2 and "unknown key(s) epoch" in result.output
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    result = runner.invoke(demo, ["go", "--config", str(broken)])
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+    result = runner.invoke(demo, ["go", "--config", str(tmp_path / "missing.json")])
+    assert result.exit_code == 2 and "config file not found" in result.output
