@@ -325,7 +325,6 @@ def fit_logistic_regression(
     inv_c = 1.0 / C
     z = x.new_zeros(t, n_way, r)
     b = x.new_zeros(t, n_way)
-    steps = 0.5 ** torch.arange(0, 30, dtype=torch.float64, device=x.device)  # (S,)
     for _ in range(max_iter):
         logits = xr @ z.transpose(1, 2) + b.unsqueeze(1)  # (T, N, K)
         p = torch.softmax(logits, -1)
@@ -348,15 +347,16 @@ def fit_logistic_regression(
         dz, db = _conjugate_gradient(hess_vec, -gz, -gb, 1.0 / diag_z, 1.0 / diag_b,
                                      max_iter=cg_iter, rtol=gmax.sqrt().clamp(1e-4, 0.5))
         dz, db = dz * active[:, None, None], db * active[:, None]
-        # backtracking: try all step sizes at once, take the largest one with sufficient decrease per episode
+        # backtracking (Armijo): the full Newton step is almost always accepted; halve only where it is not
         f0 = _objective(xr, y1h, z, b, inv_c)  # (T,)
         slope = (gz * dz).sum((1, 2)) + (gb * db).sum(1)  # (T,)
-        zs = z.unsqueeze(0) + steps[:, None, None, None] * dz.unsqueeze(0)  # (S, T, K, r)
-        bs = b.unsqueeze(0) + steps[:, None, None] * db.unsqueeze(0)
-        fs = _objective(xr.unsqueeze(0), y1h.unsqueeze(0), zs, bs, inv_c)  # (S, T)
-        ok = fs <= f0 + 1e-4 * steps[:, None] * slope
-        first = torch.where(ok.any(0), ok.float().argmax(0), torch.full_like(f0, len(steps) - 1, dtype=torch.long))
-        alpha = steps[first] * active  # (T,)
+        alpha = active.double()  # (T,)
+        for _ls in range(40):
+            f1 = _objective(xr, y1h, z + alpha[:, None, None] * dz, b + alpha[:, None] * db, inv_c)
+            bad = active & (f1 > f0 + 1e-4 * alpha * slope)
+            if not bad.any():
+                break
+            alpha = torch.where(bad, alpha * 0.5, alpha)
         z = z + alpha[:, None, None] * dz
         b = b + alpha[:, None] * db
     else:
