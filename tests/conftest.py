@@ -24,6 +24,15 @@ def nano_genotype():
     return NAMED["mini5_a"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def metantk_cache(tmp_path_factory):
+    """One cache folder per test session (the synthetic benchmark is generated once, never in the user's cache)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("metantk_cache")
+        mp.setenv("METANTK_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def hub_isolation(tmp_path, monkeypatch):
     """No test touches the user's Hugging Face cache or token, or the network."""
@@ -33,3 +42,16 @@ def hub_isolation(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("METANTK_NO_PROGRESS", "1")
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def local_hub():
+    """A Hub-compatible server on 127.0.0.1 (``tests/hub_server.py``), stopped when the test ends.
+
+    Writes need ``tests.hub_server.WRITE_TOKEN``; drive the client with ``client_env`` (subprocess) or
+    ``patch_client`` (in process).
+    """
+    from tests.hub_server import READ_TOKEN, WRITE_TOKEN, LocalHub
+
+    with LocalHub(token=WRITE_TOKEN, read_token=READ_TOKEN) as hub:
+        yield hub
