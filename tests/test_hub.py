@@ -171,10 +171,85 @@ def test_push_pull_hf_hub_round_trip_is_bit_identical_online_and_offline(local_h
     assert torch.equal(got["org/metantk_nano.test"], logits(zoo))
     assert torch.equal(got["org/searched.test"], logits(searched))
 
-    local_hub.stop()  # offline from the cache only
+    local_hub.stop()  # offline, from the cache the pulls filled, with the server gone
     n_requests = len(local_hub.requests)
-    _client("offline", client_env(local_hub, hf_home, offline=True), tmp_path / "offline.safetensors", jobs)
-    got = load_file(tmp_path / "offline.safetensors")
-    assert torch.equal(got["org/metantk_nano.test"], logits(zoo))
-    assert torch.equal(got["org/searched.test"], logits(searched))
+    from huggingface_hub import constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+        for repo, model in (("org/metantk_nano.test", zoo), ("org/searched.test", searched)):
+            loaded = timm.create_model(f"hf-hub:{repo}", pretrained=True)
+            assert torch.equal(logits(loaded), logits(model))
     assert len(local_hub.requests) == n_requests
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+_MANIFEST_CLIENT = r"""
+import json, sys, torch, timm
+import metantk_zoo
+from metantk_zoo.errors import HubError
+from metantk_zoo.io import load_weights
+state = load_weights(sys.argv[1])
+model = timm.create_model("metantk_cell5.hubtest", pretrained=True)
+assert model.pretrained_cfg["hf_hub_id"].startswith("org/metantk_cell5.hubtest@")
+same = all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and state.keys() == model.state_dict().keys()
+try:
+    timm.create_model("metantk_cell5.badhash", pretrained=True)
+    refused = "loaded"
+except HubError as e:
+    refused = str(e)
+print(json.dumps({"same": same, "refused": refused}))
+"""
+
+
+def test_manifest_tag_resolves_to_its_repository_with_the_hash_checked(local_hub, tmp_path, monkeypatch):
+    from metantk_zoo.manifests import read_manifest
+
+    run = tmp_path / "cell5"
+    model = timm.create_model("metantk_cell5")
+    rundir.write_model_spec(run, "metantk_cell5", {}, 64)
+    rundir.save_model_weights(run, model)
+    patch_client(monkeypatch, local_hub, tmp_path / "cache")
+    result = hub.push(run, "org/metantk_cell5.hubtest")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    good = result.manifest("hubtest")
+    assert good["revision"] == local_hub.repo("org/metantk_cell5.hubtest").refs["main"]
+    assert good["files"]["model.safetensors"] == hub.sha256_file(run / "model.safetensors")
+    (manifests / "metantk_cell5.hubtest.json").write_text(json.dumps(good))
+    bad = {**good, "tag": "badhash", "files": {"model.safetensors": "0" * 64}}
+    (manifests / "metantk_cell5.badhash.json").write_text(json.dumps(bad))
+    assert read_manifest(manifests / "metantk_cell5.hubtest.json").hf_hub_id == f"org/metantk_cell5.hubtest@{result.commit}"
+
+    env = {**client_env(local_hub, tmp_path / "client_home"), "METANTK_HUB_MANIFESTS": str(manifests)}
+    proc = subprocess.run([sys.executable, "-c", _MANIFEST_CLIENT, str(run / "model.safetensors")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["same"] is True
+    assert "does not match the manifest" in out["refused"]
+    resolves = [p for m, p in local_hub.requests if m == "GET" and "/resolve/" in p]
+    assert f"/org/metantk_cell5.hubtest/resolve/{result.commit}/model.safetensors" in resolves
+
+
+def test_packaged_manifests_are_the_documented_hub_folder():
+    from metantk_zoo.manifests import PACKAGED_DIR, load_manifests
+
+    top = {p.name: p.read_bytes() for p in (ROOT / "hub").iterdir() if p.is_file()}
+    packaged = {p.name: p.read_bytes() for p in PACKAGED_DIR.iterdir() if p.is_file()}
+    assert top == packaged, "metantk_zoo/resources/hub/ must be an exact copy of hub/"
+    assert load_manifests([ROOT / "hub"]) == []  # nothing published from here yet: no invented entries
+
+
+@pytest.mark.parametrize("field,value,words", [("revision", "main", "40-hex"), ("files", {}, "model.safetensors"),
+                                               ("tag", "Bad-Tag", "lower-case")])
+def test_malformed_manifests_are_refused(tmp_path, field, value, words):
+    from metantk_zoo.errors import ConfigError
+    from metantk_zoo.manifests import read_manifest
+
+    d = {"architecture": "metantk_cell5", "tag": "t", "repo_id": "org/x", "revision": "a" * 40,
+         "files": {"model.safetensors": "b" * 64}, field: value}
+    (tmp_path / "m.json").write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=words):
+        read_manifest(tmp_path / "m.json")
