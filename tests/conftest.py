@@ -24,6 +24,15 @@ def nano_genotype():
     return NAMED["mini5_a"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def metantk_cache(tmp_path_factory):
+    """One cache folder per test session (the synthetic benchmark is generated once, never in the user's cache)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("metantk_cache")
+        mp.setenv("METANTK_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def hub_isolation(tmp_path, monkeypatch):
     """No test touches the user's Hugging Face cache or token, or the network."""
