@@ -263,12 +263,14 @@ def _decode_one(cell: dict | None, row: int, size: int | None) -> torch.Tensor:
             img = Image.open(cell["path"])
         else:
             raise ValueError("image cell has neither bytes nor path")
-        img = img.convert("RGB")
+        img.load()
+        if img.mode != "RGB":
+            img = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"row {row}: cannot decode image ({e})") from e
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, H, W)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)  # (3, H, W)
 
 
 def decode_images(cells: Sequence[dict | None], rows: Sequence[int], size: int | None = None) -> torch.Tensor:

@@ -145,7 +145,8 @@ class FewShotDataset:
             out["splits"][s] = {
                 "classes": len(self.names[s]),
                 "images": int(len(ds)),
-                "images_per_class": {"min": int(counts.min(initial=0)), "max": int(counts.max(initial=0))},
+                "images_per_class": {"min": int(counts.min()) if counts.size else 0,
+                                     "max": int(counts.max()) if counts.size else 0},
             }
         return out
 
@@ -359,8 +360,9 @@ def _load_parquet(path: Path):
     files = {"train": [str(path)]} if path.is_file() else _parquet_files(path)
     if not files:
         raise DatasetError(f"no parquet files named after a split (train/val/test) under {path}")
-    try:
-        return datasets.load_dataset("parquet", data_files=files)
+    try:  # one split at a time: each split's file carries its own ClassLabel names
+        return datasets.DatasetDict({s: datasets.load_dataset("parquet", data_files={s: f}, split=s)
+                                     for s, f in files.items()})
     except Exception as e:
         raise DatasetError(f"could not read parquet files under {path}: {e}") from e
 
@@ -373,10 +375,11 @@ def _load_imagefolder(path: Path):
     import datasets
 
     data_files = {}
-    for d in _imagefolder_splits(path):
+    for name in _imagefolder_splits(path):
+        d = path / name
         files = [str(f) for f in sorted(d.rglob("*")) if f.is_file() and not f.name.startswith(".")]
         if files:
-            data_files[_split_of(d.name)] = files
+            data_files[_split_of(name)] = files
     try:
         return datasets.load_dataset("imagefolder", data_files=data_files)
     except Exception as e:
@@ -415,8 +418,11 @@ def _names_of(ds, column: str, where: str) -> tuple[np.ndarray, list[str] | None
     raise DatasetError(f"{where}: label column {column!r} must hold integers, ClassLabel or strings, found {feature}")
 
 
-def _class_keys(values: np.ndarray, names: list[str] | None) -> np.ndarray:
+def _class_keys(values: np.ndarray, names: list[str] | None, where: str = "") -> np.ndarray:
     if names is not None:
+        if values.size and (values.min() < 0 or values.max() >= len(names)):
+            raise DatasetError(f"{where}: labels must be in 0..{len(names) - 1} (the ClassLabel names), found "
+                               f"{values.min()}..{values.max()}")
         return np.asarray(names, dtype=object)[values]
     return values.astype(str).astype(object)
 
@@ -445,12 +451,15 @@ def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity:
         if icol != "image":
             ds = ds.rename_column(icol, "image")
         named = names is not None or values.dtype.kind in "US"
-        normalised[split_name] = (ds.select_columns(["image"]), _class_keys(values, names), named)
+        keys = _class_keys(values, names, where)
+        present = set(keys.tolist())
+        order = [n for n in names if n in present] if names is not None else sorted(present, key=_natural_key)
+        normalised[split_name] = (ds.select_columns(["image"]), keys, named, order)
 
     if class_split and class_split.lower() != "none":
         split_classes = class_splits(class_split)
-        pooled = datasets.concatenate_datasets([d for d, _, _ in normalised.values()])
-        keys = np.concatenate([k for _, k, _ in normalised.values()])
+        pooled = datasets.concatenate_datasets([n[0] for n in normalised.values()])
+        keys = np.concatenate([n[1] for n in normalised.values()])
         out, names_out = {}, {}
         for s in SPLITS:
             classes = split_classes[s]
@@ -485,8 +494,7 @@ def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity:
     out, names_out = {}, {}
     seen: dict[str, str] = {}
     for s, src in picked.items():
-        ds, keys, named = normalised[src]
-        classes = sorted(set(keys.tolist()), key=_natural_key)
+        ds, keys, named, classes = normalised[src]
         for c in classes if named else ():  # bare integer labels may restart at 0 in every split
             if c in seen:
                 raise DatasetError(

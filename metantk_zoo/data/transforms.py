@@ -131,25 +131,20 @@ class TrainTransform:
         return x[0] if single else x
 
     def _colour_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        # Each op blends the image with a reference: black (brightness), its mean grey level (contrast) or its grey
+        # image (saturation), x <- clamp(f x + (1 - f) ref), with f ~ U[1 - s, 1 + s]; the op order is random per image.
         n = x.shape[0]
-        b, c, s = self.jitter
-        factors = [self._uniform(n, max(0.0, 1 - v), 1 + v).view(n, 1, 1, 1) for v in (b, c, s)]
-        order = torch.argsort(torch.rand(n, 3, generator=self.generator), dim=1)  # random op order per image
+        strengths = torch.tensor(self.jitter, dtype=x.dtype)
+        factors = 1 + (torch.rand(n, 3, generator=self.generator) * 2 - 1) * strengths  # (N, 3)
+        factors = torch.maximum(factors, torch.zeros(()))
+        order = torch.argsort(torch.rand(n, 3, generator=self.generator), dim=1)  # (N, 3) op per step
         for step in range(3):
-            for op in range(3):
-                if not (b, c, s)[op]:
-                    continue
-                mask = (order[:, step] == op).view(n, 1, 1, 1)
-                f = factors[op]
-                if op == 0:  # brightness: blend with black
-                    y = x * f
-                elif op == 1:  # contrast: blend with the mean grey level of the image
-                    m = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
-                    y = (x - m) * f + m
-                else:  # saturation: blend with the grey image
-                    g = _grey(x)
-                    y = (x - g) * f + g
-                x = torch.where(mask, y.clamp_(0.0, 1.0), x)
+            op = order[:, step]
+            f = factors.gather(1, op[:, None]).view(n, 1, 1, 1)
+            grey = _grey(x)  # (N, 1, H, W)
+            ref = torch.where((op == 1).view(n, 1, 1, 1), grey.mean(dim=(1, 2, 3), keepdim=True), grey)
+            ref = torch.where((op == 0).view(n, 1, 1, 1), torch.zeros(()), ref)
+            x = (f * x + (1 - f) * ref).clamp_(0.0, 1.0)
         return x
 
     def __repr__(self) -> str:
