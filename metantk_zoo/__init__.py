@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from . import models  # noqa: F401  (registers the timm entrypoints)
+from . import conv4  # noqa: F401  (registers metantk_conv4)
 from .errors import (
     CheckpointError,
     ConfigError,
