@@ -164,8 +164,11 @@ def test_with_torch_transform_decodes_batches(small):
 
 
 def test_statistics_match_the_models_pretrained_cfg():
+    from metantk_zoo import search_inputs
     from metantk_zoo.data import transforms
 
+    assert transforms.tenas_augment is search_inputs.tenas_augment  # one implementation, re-exported
+    assert transforms.CIFAR_MEAN == search_inputs.CIFAR_MEAN and transforms.CIFAR_STD == search_inputs.CIFAR_STD
     assert transforms.MINI_IMAGENET_MEAN == MINI_IMAGENET_MEAN and transforms.MINI_IMAGENET_STD == MINI_IMAGENET_STD
 
 
