@@ -253,3 +253,120 @@ def test_malformed_manifests_are_refused(tmp_path, field, value, words):
     (tmp_path / "m.json").write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=words):
         read_manifest(tmp_path / "m.json")
+
+
+# ---------------------------------------------------------------------------------------------- failures
+def _one_line(err: BaseException) -> str:
+    msg = str(err)
+    assert msg and "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("token,status", [(None, "401"), (READ_TOKEN, "403")])
+def test_push_refused_says_why_and_commits_nothing(local_hub, tmp_path, monkeypatch, token, status):
+    make_run(tmp_path / "run")
+    patch_client(monkeypatch, local_hub, tmp_path / "cache", token=token)
+    with pytest.raises(HubError) as e:
+        hub.push(tmp_path / "run", "org/refused")
+    assert status in _one_line(e.value) and "org/refused" in str(e.value)
+    assert local_hub.repo("org/refused") is None
+    assert not any(m == "POST" and "/commit/" in p for m, p in local_hub.requests)
+
+
+def test_push_when_the_server_dies_mid_upload_leaves_no_commit(local_hub, tmp_path, monkeypatch):
+    make_run(tmp_path / "run")
+    patch_client(monkeypatch, local_hub, tmp_path / "cache")
+    local_hub.create_repo("org/dies")
+    local_hub.die_on = "commit"
+    with pytest.raises(HubError) as e:
+        hub.push(tmp_path / "run", "org/dies")
+    assert "push to org/dies failed" in _one_line(e.value)
+    assert sorted(local_hub.repo("org/dies").files()) == [".gitattributes"]  # only the initial commit
+    assert len(local_hub.repo("org/dies").history) == 1
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A good repository folder, exported once for the failure tests."""
+    tmp = tmp_path_factory.mktemp("exported")
+    make_run(tmp / "good")
+    hub.export_run(tmp / "good", tmp / "repo", repo_id="org/broken")
+    return tmp / "repo"
+
+
+def _upload(local_hub, exported: Path, tmp_path: Path, repo_id: str, mutate) -> None:
+    """Copy the good export, let ``mutate(folder)`` break it, upload the folder as it is."""
+    import shutil
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = tmp_path / "repo"
+    shutil.copytree(exported, folder)
+    mutate(folder)
+    ops = [CommitOperationAdd(p.name, str(p)) for p in sorted(folder.iterdir())]
+    api = HfApi()
+    api.create_repo(repo_id)
+    api.create_commit(repo_id, ops, commit_message="broken on purpose")
+
+
+def _edit_config(**changes):
+    def mutate(folder: Path) -> None:
+        cfg = json.loads((folder / "config.json").read_text())
+        for key, value in changes.items():
+            if key == "genotype":
+                cfg["model_args"]["genotype"] = value
+            else:
+                cfg[key] = value
+        (folder / "config.json").write_text(json.dumps(cfg))
+
+    return mutate
+
+
+def _bad_genotype() -> dict:
+    g = NAMED["mini5_a"].to_dict()
+    g["normal"][0][0][0] = "sep_conv_7x7"
+    return g
+
+
+def _smaller_head(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    state["classifier.weight"] = state["classifier.weight"][:3].contiguous()
+    state["classifier.bias"] = state["classifier.bias"][:3].contiguous()
+    save_file(state, folder / "model.safetensors")
+
+
+def _corrupt(folder: Path) -> None:
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:8] + b"\xff" * 64 + data[72:])
+
+
+@pytest.mark.parametrize(
+    "mutate,error,words",
+    [
+        (lambda f: (f / "config.json").unlink(), HubError, "no config.json"),
+        (_edit_config(architecture="resnet_does_not_exist"), HubError, "'resnet_does_not_exist'"),
+        (_edit_config(genotype=_bad_genotype()), GenotypeError, "sep_conv_7x7"),
+        (_smaller_head, CheckpointError, "shape mismatch"),
+        (_corrupt, CheckpointError, "corrupt"),
+    ],
+    ids=["no-config", "unknown-architecture", "bad-genotype", "shape-mismatch", "corrupt-safetensors"],
+)
+def test_pull_refuses_a_broken_repository_and_keeps_nothing(local_hub, exported, tmp_path, monkeypatch, mutate, error,
+                                                           words):
+    cache = tmp_path / "cache"
+    patch_client(monkeypatch, local_hub, cache)
+    _upload(local_hub, exported, tmp_path, "org/broken", mutate)
+    with pytest.raises(error) as e:
+        hub.pull("org/broken", cache_dir=cache)
+    assert words in _one_line(e.value)
+    snapshots = cache / "models--org--broken" / "snapshots"
+    assert not snapshots.exists() or list(snapshots.iterdir()) == []
+
+
+def test_pull_of_a_missing_repository_says_so(local_hub, tmp_path, monkeypatch):
+    patch_client(monkeypatch, local_hub, tmp_path / "cache")
+    with pytest.raises(HubError) as e:
+        hub.pull("org/nothing-here", cache_dir=tmp_path / "cache")
+    assert "pull of org/nothing-here failed" in _one_line(e.value)
