@@ -18,6 +18,7 @@ from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from . import manifests
 from .errors import GenotypeError
 from .network import FewShotNetwork
 from .zoo import NAMED, PUBLISHED
@@ -65,7 +66,30 @@ ZOO_ENTRIES: dict[str, tuple[str | None, int, int, str]] = {
     "metantk_nano": ("mini5_a", 3, 8, "mini5_a at 3 cells, 8 channels: for tests and demos"),
 }
 
-default_cfgs = generate_default_cfgs({name: _cfg() for name in ZOO_ENTRIES})
+
+
+def _default_cfgs() -> dict[str, dict[str, Any]]:
+    """Untagged cfgs of every entry, plus one ``name.tag`` with ``hf_hub_id`` per ``hub/`` manifest."""
+    cfgs = {name: _cfg() for name in ZOO_ENTRIES}
+    for m in manifests.load_manifests():
+        if m.architecture in ZOO_ENTRIES:
+            manifests.register(m)
+            cfgs[m.name] = _cfg(hf_hub_id=m.hf_hub_id, hf_hub_filename="model.safetensors")
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_default_cfgs())
+
+
+def _check_manifest_hashes(state_dict: dict[str, Any], model: FewShotNetwork) -> dict[str, Any]:
+    """Refuse weights of a manifest-pinned tag whose cached files do not have the manifest's sha256."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    manifest = manifests.find(cfg.get("architecture", ""), cfg.get("tag"))
+    if manifest is not None:
+        from .hub import verify_cached_files  # the only huggingface_hub importer; lazy: hub imports this module
+
+        verify_cached_files(manifest.repo_id, manifest.revision, manifest.files, required=("model.safetensors",))
+    return state_dict
 
 
 def create_network(variant: str, pretrained: bool = False, **kwargs: Any) -> FewShotNetwork:
@@ -84,6 +108,7 @@ def create_network(variant: str, pretrained: bool = False, **kwargs: Any) -> Few
         variant,
         pretrained,
         feature_cfg=dict(feature_cls="hook", no_rewrite=True, out_indices=(0, 1, 2)),
+        pretrained_filter_fn=_check_manifest_hashes,
         **kwargs,
     )
 

@@ -123,6 +123,7 @@ class LocalHub:
         self.die_on: str | None = None
         self.dead = False
         self._lock = threading.RLock()
+        self._stop_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,11 +147,12 @@ class LocalHub:
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._thread = None
+        with self._stop_lock:
+            thread, self._thread = self._thread, None
+            if self._server is not None and thread is not None:
+                self._server.shutdown()
+                self._server.server_close()
+                thread.join(timeout=5)
 
     def __enter__(self) -> LocalHub:
         return self.start()

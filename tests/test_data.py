@@ -164,8 +164,11 @@ def test_with_torch_transform_decodes_batches(small):
 
 
 def test_statistics_match_the_models_pretrained_cfg():
+    from metantk_zoo import search_inputs
     from metantk_zoo.data import transforms
 
+    assert transforms.tenas_augment is search_inputs.tenas_augment  # one implementation, re-exported
+    assert transforms.CIFAR_MEAN == search_inputs.CIFAR_MEAN and transforms.CIFAR_STD == search_inputs.CIFAR_STD
     assert transforms.MINI_IMAGENET_MEAN == MINI_IMAGENET_MEAN and transforms.MINI_IMAGENET_STD == MINI_IMAGENET_STD
 
 
@@ -201,3 +204,20 @@ def test_augment_support_repeats_each_image_and_label():
     xa, ya = augment_support(x, y, n_aug=5, seed=0)
     assert xa.shape == (50, 3, 84, 84) and xa.dtype == torch.float32
     assert ya.tolist() == y.repeat_interleave(5).tolist()
+
+
+@pytest.mark.slow  # generates the full default benchmark (6,000 images at 84x84): tens of seconds on 2 cores
+def test_default_synthetic_benchmark_generates_and_verifies(tmp_path, monkeypatch):
+    import time
+
+    from metantk_zoo.data.convert import verify
+
+    monkeypatch.setenv("METANTK_CACHE", str(tmp_path))
+    t0 = time.perf_counter()
+    fs = load_fewshot("synthetic")
+    print(f"generated the default synthetic benchmark in {time.perf_counter() - t0:.1f} s")
+    report = verify(fs)
+    assert report.ok, report.checks
+    assert [len(fs.split(s)) for s in ("train", "val", "test")] == [3840, 960, 1200]
+    row = load_images(fs.split("val"), [61])[0].permute(1, 2, 0).numpy()  # class 65, image 1
+    assert np.array_equal(row, render_class(0, 65, [1], 84)[0])

@@ -69,6 +69,22 @@ def test_imagefolder_tree(tmp_path):
     assert fs.fingerprint == load_fewshot(str(tmp_path / "tree")).fingerprint
 
 
+def test_split_column_and_renamed_columns(tmp_path):
+    cells = [{"bytes": png_bytes(a), "path": None} for a in solid_images(9, 8)]
+    ds = datasets.Dataset.from_dict({"picture": cells, "kind": ["x", "x", "y", "y", "z", "z", "w", "w", "w"],
+                                     "part": ["tr", "tr", "tr", "tr", "ev", "ev", "te", "te", "te"]},
+                                    features=datasets.Features({"picture": datasets.Image(),
+                                                                "kind": datasets.Value("string"),
+                                                                "part": datasets.Value("string")}))
+    ds.to_parquet(str(tmp_path / "all.parquet"))
+    fs = load_fewshot(f"{tmp_path / 'all.parquet'}:image=picture,label=kind,split_column=part,train=tr,val=ev,test=te")
+    assert [fs.class_names(s) for s in ("train", "val", "test")] == [["x", "y"], ["z"], ["w"]]
+    assert fs.labels("train").tolist() == [0, 0, 1, 1]
+    assert load_images(fs.split("test"), [2]).shape == (1, 3, 8, 8)
+    with pytest.raises(DatasetError, match="no split column 'nope'"):
+        load_fewshot(str(tmp_path / "all.parquet"), image="picture", label="kind", split_column="nope")
+
+
 def test_prepare_round_trips_through_parquet(tmp_path):
     _dd(SMALL).save_to_disk(str(tmp_path / "ds"))
     out = prepare(str(tmp_path / "ds"), tmp_path / "prepared", size=12)

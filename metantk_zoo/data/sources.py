@@ -11,7 +11,7 @@ A spec is ``SOURCE`` or ``SOURCE:key=value,key=value``. Sources:
   tree (``train/``, optional ``val/``, ``test/`` split folders of class folders).
 
 Options for any source: ``image=`` and ``label=`` (column names), ``train=``, ``val=``, ``test=`` (the source's
-split names), ``class_split=`` (``mini_imagenet``, ``tiered_imagenet``, ``cifar_fs``, ``fc100`` or ``none``: pool
+split names), ``split_column=`` (a column whose values name each row's split), ``class_split=`` (``mini_imagenet``, ``tiered_imagenet``, ``cifar_fs``, ``fc100`` or ``none``: pool
 every source split and re-split by class). Every split is returned with an ``image`` column and an integer
 ``label`` column numbered 0..C-1 within the split; :meth:`FewShotDataset.class_names` maps labels to names.
 """
@@ -434,9 +434,12 @@ def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity:
     opts = dict(opts)
     image_col, label_col = opts.pop("image", None), opts.pop("label", None)
     class_split = opts.pop("class_split", None)
+    split_column = opts.pop("split_column", None)
     wanted = {s: opts.pop(s, None) for s in SPLITS}
     opts.pop("benchmark", None)
-    _check_no_options_left(opts, name, "image, label, train, val, test, class_split, revision")
+    _check_no_options_left(opts, name, "image, label, train, val, test, class_split, split_column, revision")
+    if split_column:
+        dd = _split_by_column(dd, split_column, name)
 
     normalised = {}
     for split_name, ds in dd.items():
@@ -507,6 +510,21 @@ def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity:
         out[s] = _with_labels(ds, labels)
         names_out[s] = classes
     return FewShotDataset(name, spec, out, names_out, identity)
+
+
+def _split_by_column(dd, column: str, name: str):
+    """Pool the source splits and split them again by the values of ``column`` (e.g. train / val / test)."""
+    import datasets
+
+    missing = [s for s, d in dd.items() if column not in d.column_names]
+    if missing:
+        raise DatasetError(f"{name}: no split column {column!r} in split(s) {', '.join(missing)}")
+    pooled = datasets.concatenate_datasets(list(dd.values())) if len(dd) > 1 else next(iter(dd.values()))
+    values = np.asarray(pooled.with_format("numpy", columns=[column])[:][column]).astype(str)
+    out = {}
+    for value in sorted(set(values.tolist())):
+        out[value] = pooled.select(np.flatnonzero(values == value)).remove_columns(column)
+    return datasets.DatasetDict(out)
 
 
 def _natural_key(name: str) -> tuple:

@@ -4,6 +4,9 @@
   jitter (brightness, contrast, saturation 0.4, applied in a random order per image as torchvision's
   ``ColorJitter`` does), horizontal flip, then normalisation with the mini-ImageNet statistics.
 * :func:`eval_transform` — resize when needed, normalise (RFS test transform).
+* :func:`kernel_inputs`, :func:`tenas_augment`, :func:`region_patches` — the search's 32x32 inputs (CIFAR
+  statistics, TE-NAS augmentation on supports only) and linear-region patches, re-exported from
+  :mod:`metantk_zoo.search_inputs` (method-facts §4.2, §5).
 * :func:`augment_support` — the ``n_aug_support_samples`` copies of every support image used in evaluation
   (method-facts §8: 5 copies through transform A).
 
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError
+from ..search_inputs import kernel_inputs, region_patches, tenas_augment  # the search's inputs (§4.2, §5), re-exported
 
 __all__ = [
     "MINI_IMAGENET_MEAN",
@@ -31,6 +35,9 @@ __all__ = [
     "eval_transform",
     "augment_support",
     "normalize",
+    "kernel_inputs",
+    "region_patches",
+    "tenas_augment",
     "to_float",
 ]
 
