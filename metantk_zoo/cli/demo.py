@@ -172,9 +172,9 @@ def _train(train_command, search_run: Path, run: Path, dataset: str, seed: int, 
 
 
 def _card(run: Path, out: Path) -> dict[str, str]:
-    from ..cards import write_card
+    from ..cards import card_data, write_card
 
-    paths = write_card(run, out)
+    paths = write_card(card_data(run), out)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -185,7 +185,7 @@ def _export(run: Path, local_dir: Path) -> dict[str, Any]:
     from ..hub import export_run
     from ..rundir import create_model_from_run
 
-    export_run(run, local_dir)
+    files = export_run(run, local_dir)
     original = create_model_from_run(run).eval()
     reloaded = timm.create_model(f"local-dir:{local_dir}", pretrained=True).eval()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # any size: the net is fully conv
@@ -193,4 +193,4 @@ def _export(run: Path, local_dir: Path) -> dict[str, Any]:
         same = torch.equal(original(x), reloaded(x))
     if not same:
         raise CheckpointError(f"the export in {local_dir} does not reproduce the trained model's logits")
-    return {"local_dir": str(local_dir), "files": sorted(p.name for p in local_dir.iterdir()), "logits_equal": same}
+    return {"local_dir": str(local_dir), "files": sorted(files), "logits_equal": same}
