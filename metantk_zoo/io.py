@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 
 from .errors import CheckpointError
 
-__all__ = ["atomic_write", "write_json", "read_json", "save_weights", "load_weights"]
+__all__ = ["atomic_write", "write_json", "read_json", "save_weights", "load_weights", "read_weights_metadata"]
 
 
 @contextlib.contextmanager
@@ -80,6 +80,17 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"weights file not found: {path}")
     try:
         return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"weights file {path} is corrupt or not safetensors: {e}") from e
+
+
+def read_weights_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file (``{}`` if none); :class:`CheckpointError` when unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"weights file {path} is corrupt or not safetensors: {e}") from e
 

@@ -27,7 +27,7 @@ import timm
 import torch
 
 from .errors import CheckpointError
-from .io import load_weights, read_json, save_weights, write_json
+from .io import load_weights, read_json, read_weights_metadata, save_weights, write_json
 
 __all__ = [
     "MODEL_SPEC",
@@ -83,7 +83,9 @@ def create_model_from_run(run_dir: str | os.PathLike, *, pretrained: bool = True
         weights = Path(run_dir) / WEIGHTS
         if not weights.is_file():
             raise CheckpointError(f"{run_dir} has no final weights ({WEIGHTS}); did the run finish? (--resume it)")
-        load_state_into(model, load_weights(weights), source=str(weights), architecture=spec["architecture"])
+        file_arch = read_weights_metadata(weights).get("architecture")
+        source = str(weights) if file_arch is None else f"{weights} (architecture {file_arch!r})"
+        load_state_into(model, load_weights(weights), source=source, architecture=spec["architecture"])
     return model
 
 
@@ -111,10 +113,11 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, s
     model.load_state_dict(state)
 
 
-def save_model_weights(run_dir: str | os.PathLike, model: torch.nn.Module) -> Path:
-    """Write the final ``model.safetensors`` of a run, atomically."""
+def save_model_weights(run_dir: str | os.PathLike, model: torch.nn.Module, architecture: str | None = None) -> Path:
+    """Write the final ``model.safetensors`` of a run, atomically (``architecture`` goes into its metadata)."""
     path = Path(run_dir) / WEIGHTS
-    save_weights(path, model.state_dict(), metadata={"format": "pt"})
+    metadata = {"format": "pt"} if architecture is None else {"format": "pt", "architecture": architecture}
+    save_weights(path, model.state_dict(), metadata=metadata)
     return path
 
 

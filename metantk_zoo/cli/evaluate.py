@@ -1,0 +1,127 @@
+"""``metantk-zoo eval``: few-shot evaluation of a backbone (timm name, genotype, ``hf-hub:``/``local-dir:`` id or
+run directory) on a dataset spec, with a named protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from ..errors import CheckpointError
+from ..evaluate import PROTOCOLS, EvalResult, Episodes, evaluate_fewshot, protocol_config, save_eval_result
+from ..rundir import create_model_from_run, is_run_dir
+from ._app import app
+from .train import model_input_size, reseed, resolve_model
+
+__all__ = ["eval_command", "load_backbone", "run_eval"]
+
+
+def load_backbone(model: str, *, pretrained: bool = False, num_cells: int | None = None,
+                  init_channels: int | None = None) -> torch.nn.Module:
+    """A backbone from a run directory, an ``hf-hub:``/``local-dir:`` id, a timm name or a genotype."""
+    import timm
+
+    if is_run_dir(model):
+        return create_model_from_run(model)
+    if model.startswith(("hf-hub:", "local-dir:")):
+        try:
+            return timm.create_model(model, pretrained=True)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot load {model}: {e}") from e
+    arch, args = resolve_model(model, num_cells, init_channels)
+    return timm.create_model(arch, pretrained=pretrained, **args)
+
+
+class SplitImages:
+    """:class:`~metantk_zoo.evaluate.ImageSource` over one split: plain (eval) or augmented (RFS A) images."""
+
+    def __init__(self, dataset: Any, size: int):
+        from ..data import eval_transform, train_transform
+
+        self.dataset, self.plain, self.augment = dataset, eval_transform(size), train_transform(size)
+
+    def load(self, indices, augment: bool) -> torch.Tensor:
+        from ..data import load_images
+
+        if augment:
+            reseed(self.augment)  # seeded through torch's RNG, which evaluate_fewshot seeds
+        return load_images(self.dataset, np.asarray(indices, dtype=np.int64), self.augment if augment else self.plain)
+
+
+def run_eval(model: torch.nn.Module, dataset: str, *, split: str = "test", protocol: str = "paper",
+             image_size: int | None = None, device: str | None = None, model_name: str | None = None,
+             **overrides: Any) -> EvalResult:
+    """Load ``dataset``, draw the protocol's episodes (seeded) and evaluate ``model``; used by the CLI and scripts."""
+    from ..data import EpisodeSampler, load_fewshot
+
+    cfg = protocol_config(protocol, **overrides)
+    fs = load_fewshot(dataset)
+    sampler = EpisodeSampler(fs.labels(split), cfg.n_way, cfg.n_shot, cfg.n_query, seed=cfg.seed,
+                             n_episodes=cfg.n_episodes, class_names=fs.class_names(split))
+    manifest = sampler.manifest(dataset=fs.spec, fingerprint=fs.fingerprint, split=split)
+    eps = manifest.episodes
+    episodes = Episodes(
+        support=torch.as_tensor(np.stack([e.support for e in eps])),
+        y_support=torch.as_tensor(np.stack([e.y_support for e in eps])),
+        query=torch.as_tensor(np.stack([e.query for e in eps])),
+        y_query=torch.as_tensor(np.stack([e.y_query for e in eps])),
+        manifest_hash=manifest.sha256,
+    )
+    size = image_size or model_input_size(model)
+    result = evaluate_fewshot(model, SplitImages(fs.split(split), size), episodes, cfg, device=device)
+    result.model, result.dataset, result.split = model_name, fs.spec, split
+    return result
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Argument(help="Run directory, hf-hub:ORG/NAME, local-dir:PATH, timm name or genotype.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset spec, e.g. synthetic or synthetic:size=32.")],
+    protocol: Annotated[str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} "
+                                          "(paper: 1000 episodes, 50 queries, 5 augmented supports; rfs: 600, 15).")] = "paper",
+    n_way: Annotated[int, typer.Option("--n-way", help="Classes per episode.")] = 5,
+    n_shot: Annotated[int, typer.Option("--n-shot", help="Support images per class.")] = 1,
+    n_query: Annotated[int | None, typer.Option("--n-query", help="Queries per class (protocol default).")] = None,
+    episodes: Annotated[int | None, typer.Option("--episodes", help="Episodes (protocol default).")] = None,
+    n_aug_support: Annotated[int | None, typer.Option("--aug", help="Augmented copies per support image.")] = None,
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+    seed: Annotated[int, typer.Option("--seed", help="Episode and augmentation seed.")] = 0,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Resize images to this (default: the "
+                                                   "model's input size).")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Load timm's pretrained weights for a bare "
+                                             "model name.")] = False,
+    num_cells: Annotated[int | None, typer.Option("--num-cells", help="Cells of a metantk model.")] = None,
+    init_channels: Annotated[int | None, typer.Option("--init-channels", help="Width C of a metantk model.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda (default: cuda if present).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also merge the result into this JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Few-shot accuracy (mean and 95% CI over episodes) of a frozen backbone with a logistic-regression probe.
+
+    Example: metantk-zoo eval runs/c5 --dataset synthetic --protocol paper --n-shot 5
+    """
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}", param_hint="--protocol")
+    net = load_backbone(model, pretrained=pretrained, num_cells=num_cells, init_channels=init_channels)
+    result = run_eval(net, dataset, split=split, protocol=protocol, image_size=image_size, device=device,
+                      model_name=model, n_way=n_way, n_shot=n_shot, n_query=n_query, n_episodes=episodes,
+                      n_aug_support=n_aug_support, seed=seed)
+    if is_run_dir(model):
+        save_eval_result(Path(model) / "eval.json", result)
+    if out is not None:
+        save_eval_result(out, result)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    rows = [("model", model), ("dataset", f"{result.dataset} [{split}]"), ("protocol", result.protocol),
+            ("episodes", f"{result.n_episodes} x {result.n_way}-way {result.n_shot}-shot, {result.n_query} queries, "
+                         f"{result.n_aug_support} aug"),
+            ("accuracy", f"{100 * result.mean:.2f} % ± {100 * result.ci95:.2f} (95% CI, Student t)"),
+            ("manifest", result.manifest_hash[:16])]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        typer.echo(f"{k.ljust(width)}  {v}")
