@@ -32,6 +32,15 @@ def _rel(a, b) -> float:
     return float((a - b).norm() / b.norm())
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: OpenMP barriers between 2 threads cost far more than they save on a shared 2-core runner."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny():
     torch.manual_seed(0)
