@@ -11,7 +11,8 @@ from torch import nn
 from metantk_zoo.errors import ConfigError
 from metantk_zoo.meta import MetaConfig, NormalizedSGD, head_names, make_meta_config, meta_gradient, meta_step
 
-from _meta_problems import (
+from _meta_problems import (  # noqa: F401  (one_thread: autouse fixture)
+    one_thread,
     TinyNet,
     linear_maml_closed_form,
     mse,
@@ -30,15 +31,6 @@ def _flat(grads: dict, model: nn.Module) -> torch.Tensor:
 
 def _rel(a, b) -> float:
     return float((a - b).norm() / b.norm())
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: OpenMP barriers between 2 threads cost far more than they save on a shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

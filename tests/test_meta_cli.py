@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from _meta_problems import one_thread  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from metantk_zoo.cli import app
 
 DATA = "synthetic:size=16,classes=30,per_class=6"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.slow

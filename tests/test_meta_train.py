@@ -8,18 +8,11 @@ import pytest
 import timm
 import torch
 
+from _meta_problems import one_thread  # noqa: F401  (autouse fixture)
+
 from metantk_zoo.errors import CheckpointError, ConfigError
 from metantk_zoo.meta import MetaConfig, NormalizedSGD, train_meta
 from metantk_zoo.train import TRAINING_METHODS
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: OpenMP barriers between 2 threads cost far more than they save on a shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _episodes(i: int, n_way: int = 3, n_shot: int = 1, n_query: int = 2, size: int = 16):
