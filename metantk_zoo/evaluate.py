@@ -267,15 +267,14 @@ def extract_features(
 
 # ---------------------------------------------------------------------------------------------------- the probe
 def _reduce(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate centred features so their Gram is diagonal: returns (X̃, M) with X̃ᵀX̃ diagonal and W = Z M.
+    """Reduce centred features to r = min(N, D) columns: returns (X̃, M) with W = Z M and ||Z|| = ||W||.
 
-    Logits depend on W only through Xc Wᵀ and the L2-optimal W lies in the row space of Xc, so the problem in
-    X̃ (T, N, r), r = min(N, D), with ||Z|| = ||W|| is the same problem. D > N: Xc Xcᵀ = U Λ Uᵀ, X̃ = U Λ^½,
-    M = Λ^-½ Uᵀ Xc. D <= N: Xcᵀ Xc = V Λ Vᵀ, X̃ = Xc V, M = Vᵀ."""
+    Logits depend on W only through Xc Wᵀ and the L2-optimal W lies in the row space of Xc, so for D > N the
+    problem in X̃ = U Λ^½ (T, N, N), from Xc Xcᵀ = U Λ Uᵀ, is the same problem, with M = Λ^-½ Uᵀ Xc. For D <= N
+    X̃ = Xc and M = I."""
     t, n, d = xc.shape
     if d <= n:
-        _, v = torch.linalg.eigh(xc.transpose(1, 2) @ xc)  # (T, D, D)
-        return xc @ v, v.transpose(1, 2)
+        return xc, torch.eye(d, dtype=xc.dtype, device=xc.device).expand(t, d, d)
     lam, u = torch.linalg.eigh(xc @ xc.transpose(1, 2))  # (T, N), (T, N, N)
     keep = lam > lam.amax(dim=1, keepdim=True) * 1e-12
     sq = torch.where(keep, lam.clamp_min(0).sqrt(), torch.zeros_like(lam))
@@ -298,12 +297,15 @@ def fit_logistic_regression(
     gtol: float = 1e-6,
     max_iter: int = 100,
     cg_iter: int = 40,
+    cg_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit T multinomial logistic regressions at once; scikit-learn's ``LogisticRegression(C=C)`` objective.
 
     Minimises ``sum_i [logsumexp(W x_i + b) - (W x_i + b)_{y_i}] + ||W||_F^2 / (2C)`` per episode (intercept
     unpenalised) by Newton's method with conjugate-gradient steps and a backtracking (Armijo) line search, in
-    float64 on the inputs' device, until every episode's gradient is below ``gtol`` (max norm).
+    float64 on the inputs' device, until every episode's gradient is below ``gtol`` (max norm). Only the inner CG
+    solves for the Newton direction run in ``cg_dtype`` (float32: half the memory traffic); the gradient, the
+    objective and so the optimum are float64.
 
     Args:
         x_spt: (T, N, D) support features.
@@ -321,11 +323,11 @@ def fit_logistic_regression(
     x_mean = x.mean(1, keepdim=True)  # (T, 1, D)
     xr, m = _reduce(x - x_mean)  # (T, N, r)
     xr_sq = xr.pow(2)
+    xr_lo = xr.to(cg_dtype)
     r = xr.shape[-1]
     inv_c = 1.0 / C
     z = x.new_zeros(t, n_way, r)
     b = x.new_zeros(t, n_way)
-    steps = 0.5 ** torch.arange(0, 30, dtype=torch.float64, device=x.device)  # (S,)
     for _ in range(max_iter):
         logits = xr @ z.transpose(1, 2) + b.unsqueeze(1)  # (T, N, K)
         p = torch.softmax(logits, -1)
@@ -337,26 +339,32 @@ def fit_logistic_regression(
         if not active.any():
             break
 
+        p_lo = p.to(cg_dtype)
+
         def hess_vec(vz: torch.Tensor, vb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            u = xr @ vz.transpose(1, 2) + vb.unsqueeze(1)  # (T, N, K)
-            s = p * u - p * (p * u).sum(-1, keepdim=True)
-            return s.transpose(1, 2) @ xr + inv_c * vz, s.sum(1)
+            # only the Newton direction is computed in cg_dtype; gradients and objectives stay float64
+            u = xr_lo @ vz.transpose(1, 2) + vb.unsqueeze(1)  # (T, N, K)
+            s = p_lo * u - p_lo * (p_lo * u).sum(-1, keepdim=True)
+            return s.transpose(1, 2) @ xr_lo + inv_c * vz, s.sum(1)
 
         pk = p * (1 - p)  # (T, N, K): Jacobi preconditioner = diagonal of the Hessian
         diag_z = pk.transpose(1, 2) @ xr_sq + inv_c
         diag_b = pk.sum(1).clamp_min(1e-12)
-        dz, db = _conjugate_gradient(hess_vec, -gz, -gb, 1.0 / diag_z, 1.0 / diag_b,
-                                     max_iter=cg_iter, rtol=gmax.sqrt().clamp(1e-4, 0.5))
+        dz, db = _conjugate_gradient(hess_vec, -gz.to(cg_dtype), -gb.to(cg_dtype), (1.0 / diag_z).to(cg_dtype),
+                                     (1.0 / diag_b).to(cg_dtype), max_iter=cg_iter,
+                                     rtol=gmax.sqrt().clamp(1e-4, 0.5).to(cg_dtype))
+        dz, db = dz.double(), db.double()
         dz, db = dz * active[:, None, None], db * active[:, None]
-        # backtracking: try all step sizes at once, take the largest one with sufficient decrease per episode
+        # backtracking (Armijo): the full Newton step is almost always accepted; halve only where it is not
         f0 = _objective(xr, y1h, z, b, inv_c)  # (T,)
         slope = (gz * dz).sum((1, 2)) + (gb * db).sum(1)  # (T,)
-        zs = z.unsqueeze(0) + steps[:, None, None, None] * dz.unsqueeze(0)  # (S, T, K, r)
-        bs = b.unsqueeze(0) + steps[:, None, None] * db.unsqueeze(0)
-        fs = _objective(xr.unsqueeze(0), y1h.unsqueeze(0), zs, bs, inv_c)  # (S, T)
-        ok = fs <= f0 + 1e-4 * steps[:, None] * slope
-        first = torch.where(ok.any(0), ok.float().argmax(0), torch.full_like(f0, len(steps) - 1, dtype=torch.long))
-        alpha = steps[first] * active  # (T,)
+        alpha = active.double()  # (T,)
+        for _ls in range(40):
+            f1 = _objective(xr, y1h, z + alpha[:, None, None] * dz, b + alpha[:, None] * db, inv_c)
+            bad = active & (f1 > f0 + 1e-4 * alpha * slope)
+            if not bad.any():
+                break
+            alpha = torch.where(bad, alpha * 0.5, alpha)
         z = z + alpha[:, None, None] * dz
         b = b + alpha[:, None] * db
     else:

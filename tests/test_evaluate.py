@@ -25,12 +25,7 @@ from metantk_zoo.evaluate import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests._train_helpers import one_thread  # noqa: E402,F401  (autouse)
 
 
 def clustered(t: int, k: int, n: int, d: int, spread: float, seed: int = 0, centers=None):

@@ -25,18 +25,9 @@ from metantk_zoo.train import (
     train_rfs,
 )
 
-from tests._train_helpers import tiny_cfg, tiny_data, tiny_model
+from tests._train_helpers import one_thread, tiny_cfg, tiny_data, tiny_model  # noqa: F401  (autouse)
 
 HELPER = Path(__file__).with_name("_train_helpers.py")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_presets_follow_the_reference_recipe():

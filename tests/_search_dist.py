@@ -1,0 +1,21 @@
+"""Worker for the torchrun test: a nano search on 2 gloo ranks; rank 0 writes the result JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _search_helpers import nano_config, nano_source  # noqa: E402
+
+from metantk_zoo.search import search  # noqa: E402
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo")
+    res = search(nano_source(), nano_config(), seed=3, show_progress=False)
+    if dist.get_rank() == 0:
+        Path(sys.argv[1]).write_text(json.dumps({**res.to_dict(), "world_size": dist.get_world_size()}))
+    dist.destroy_process_group()
