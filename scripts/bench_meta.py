@@ -2,8 +2,9 @@
 
 Each (method, inner_steps) cell runs in a fresh Python subprocess so peak memory is not shared: on CPU the
 peak is the process's peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) after the meta-steps minus
-its value just before the first one (model, optimiser and episodes already built); torch's CPU allocations are
-invisible to ``tracemalloc``. On CUDA it is ``torch.cuda.max_memory_allocated`` over the same span.
+its value just before the first one (model, optimiser and episodes already built), with glibc's
+``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors are returned to the OS; torch's CPU allocations are invisible
+to ``tracemalloc``. On CUDA it is ``torch.cuda.max_memory_allocated`` over the same span.
 Time is the median wall time of ``--steps`` meta-steps after one warm-up step.
 
     python scripts/bench_meta.py --inner-steps 1 5 --width 32 --meta-batch 4
@@ -93,7 +94,9 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--_child", m, str(inner), "--width", str(a.width), "--meta-batch",
                    str(a.meta_batch), "--steps", str(a.steps), "--size", str(a.size), "--n-shot", str(a.n_shot),
                    "--device", a.device, "--threads", str(a.threads)]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+                   # large blocks are mmap'ed and unmapped on free, so the RSS peak tracks torch's live tensors
+                   "MALLOC_MMAP_THRESHOLD_": "65536"}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             r = rows[-1]

@@ -11,7 +11,8 @@ from torch import nn
 from metantk_zoo.errors import ConfigError
 from metantk_zoo.meta import MetaConfig, NormalizedSGD, head_names, make_meta_config, meta_gradient, meta_step
 
-from _meta_problems import (
+from _meta_problems import (  # noqa: F401  (one_thread: autouse fixture)
+    one_thread,
     TinyNet,
     linear_maml_closed_form,
     mse,

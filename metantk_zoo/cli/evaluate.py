@@ -99,6 +99,9 @@ def eval_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda (default: cuda if present).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also merge the result into this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    adapt: Annotated[bool, typer.Option("--adapt", help="Classify with the meta-learning algorithm's own inner-loop "
+                                        "adaptation (the run's method, inner lr, test steps) instead of the probe; "
+                                        "same episodes.")] = False,
 ) -> None:
     """Few-shot accuracy (mean and 95% CI over episodes) of a frozen backbone with a logistic-regression probe.
 
@@ -107,9 +110,16 @@ def eval_command(
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}", param_hint="--protocol")
     net = load_backbone(model, pretrained=pretrained, num_cells=num_cells, init_channels=init_channels)
-    result = run_eval(net, dataset, split=split, protocol=protocol, image_size=image_size, device=device,
-                      model_name=model, n_way=n_way, n_shot=n_shot, n_query=n_query, n_episodes=episodes,
-                      n_aug_support=n_aug_support, seed=seed)
+    if adapt:
+        from .meta import run_adapted_eval
+
+        result = run_adapted_eval(net, model, dataset, split=split, protocol=protocol, image_size=image_size,
+                                  device=device, n_way=n_way, n_shot=n_shot, n_query=n_query, n_episodes=episodes,
+                                  seed=seed)
+    else:
+        result = run_eval(net, dataset, split=split, protocol=protocol, image_size=image_size, device=device,
+                          model_name=model, n_way=n_way, n_shot=n_shot, n_query=n_query, n_episodes=episodes,
+                          n_aug_support=n_aug_support, seed=seed)
     if is_run_dir(model):
         save_eval_result(Path(model) / "eval.json", result)
     if out is not None:

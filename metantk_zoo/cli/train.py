@@ -20,6 +20,7 @@ import typer
 
 from ..errors import ConfigError
 from ..rundir import write_model_spec
+from .. import meta as _meta  # noqa: F401  (registers maml, fomaml, hfmaml, anil, fobmaml)
 from ..train import TRAINING_METHODS
 from ._app import app
 from ._options import ConfigOption
