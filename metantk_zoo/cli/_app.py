@@ -20,6 +20,23 @@ app = typer.Typer(
 )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever ``sys.stderr`` is at the time of the record (robust to redirection and test capture)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"metantk-zoo {__version__}")
@@ -38,10 +55,9 @@ def _root(
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     root = logging.getLogger("metantk_zoo")
     root.setLevel(level)
-    if not any(getattr(h, "_metantk", False) for h in root.handlers):
-        handler = logging.StreamHandler()  # stderr
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler._metantk = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     if quiet:
         import os

@@ -72,10 +72,11 @@ def demo_command(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset spec (default: the embedded benchmark at "
                                          "32x32, generated on first use).")] = "synthetic:size=32",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the search, training and episodes.")] = 0,
-    epochs: Annotated[int, typer.Option("--epochs", help="RFS epochs for each network.")] = 6,
+    epochs: Annotated[int, typer.Option("--epochs", help="RFS epochs for each network (lr x0.1 at 70% and 90%).")] = 10,
     init_channels: Annotated[int, typer.Option("--init-channels", help="Width C of the trained networks.")] = 16,
-    num_cells: Annotated[int, typer.Option("--num-cells", help="Cells of the trained networks.")] = 5,
+    num_cells: Annotated[int, typer.Option("--num-cells", help="Cells of the trained networks.")] = 3,
     episodes: Annotated[int, typer.Option("--episodes", help="Few-shot test episodes per setting.")] = 300,
+    n_query: Annotated[int, typer.Option("--n-query", help="Queries per class in each test episode.")] = 15,
     image_size: Annotated[int, typer.Option("--image-size", help="Training and evaluation resolution.")] = 32,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
     as_json: JsonOption = False,
@@ -93,7 +94,7 @@ def demo_command(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = dict(dataset=dataset, seed=seed, epochs=epochs, init_channels=init_channels, num_cells=num_cells,
-                    episodes=episodes, image_size=image_size, device=device)
+                    episodes=episodes, n_query=n_query, image_size=image_size, device=device)
     stages = _Stages(out, resume, settings)
     runs = {"search": out / "search", "random": out / "random"}
     trained = {"search": out / "train_search", "random": out / "train_random"}
@@ -105,7 +106,7 @@ def demo_command(
     for name in ("search", "random"):
         stages.run(f"train-{name}", lambda name=name: _train(
             train_command, runs[name], trained[name], dataset, seed, epochs, num_cells, init_channels, image_size, device,
-            resume or (trained[name] / "checkpoints").exists()))
+            (trained[name] / "checkpoints").exists()))
 
     def evaluate() -> dict[str, Any]:
         results: dict[str, Any] = {}
@@ -113,7 +114,7 @@ def demo_command(
             net = load_backbone(str(trained[name]))
             for shot in (1, 5):
                 r = run_eval(net, dataset, protocol="rfs", image_size=image_size, device=device, model_name=name,
-                             n_shot=shot, n_episodes=episodes, seed=seed)
+                             n_shot=shot, n_query=n_query, n_episodes=episodes, seed=seed)
                 results[f"{name}/{shot}"] = r.to_dict()
                 from ..evaluate import save_eval_result
 
@@ -153,7 +154,7 @@ def demo_command(
         row = summary["results"][name]
         cells = [f"{100 * row[k]['mean']:.2f} ± {100 * row[k]['ci95']:.2f}" for k in ("5way_1shot", "5way_5shot")]
         typer.echo(f"{label:<22}{cells[0]:>18}{cells[1]:>18}")
-    typer.echo(f"card: {card['markdown']}   export: {export['local_dir']} (reloaded, logits identical)")
+    typer.echo(f"card: {card['card.md']}   export: {export['local_dir']} (reloaded, logits identical)")
     typer.echo(f"total {sum(summary['seconds'].values()):.0f} s; everything is in {out}")
 
 
@@ -165,9 +166,10 @@ def _search(search_command, run: Path, dataset: str, seed: int, method: str, dev
 
 def _train(train_command, search_run: Path, run: Path, dataset: str, seed: int, epochs: int, num_cells: int,
            init_channels: int, image_size: int, device: str, resume: bool):
+    decay = sorted({max(1, round(0.7 * epochs)), max(1, round(0.9 * epochs))})  # RFS decays at 60%/80% of 100
     train_command(model=str(search_run), dataset=dataset, out=run, preset="rfs-mini", epochs=epochs, seed=seed,
                   num_cells=num_cells, init_channels=init_channels, image_size=image_size, device=device,
-                  resume=resume)
+                  resume=resume, set_=[f"lr_decay_epochs={json.dumps(decay)}"])
     return {"run": str(run)}
 
 

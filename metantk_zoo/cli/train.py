@@ -19,7 +19,7 @@ import torch
 import typer
 
 from ..errors import ConfigError
-from ..rundir import write_model_spec
+from ..rundir import is_run_dir, write_model_spec
 from .. import meta as _meta  # noqa: F401  (registers maml, fomaml, hfmaml, anil, fobmaml)
 from ..train import TRAINING_METHODS
 from ._app import app
@@ -182,7 +182,7 @@ def train_command(
     size = image_size or model_input_size(probe_model)
     data, num_classes = DATA_BUILDERS[spec.data_kind](fs, cfg, size)
     net = timm.create_model(arch, num_classes=num_classes, **model_args)
-    if int(os.environ.get("RANK", "0")) == 0 and not resume:
+    if int(os.environ.get("RANK", "0")) == 0 and (not resume or not is_run_dir(out)):
         write_model_spec(out, arch, model_args, num_classes)
     extra = {"model": {"architecture": arch, "model_args": model_args, "num_classes": num_classes},
              "dataset": {"spec": fs.spec, "fingerprint": fs.fingerprint, "split": "train"},
