@@ -18,7 +18,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from .genotype import Genotype, GenotypeLike
-from .ops import OPS, FactorizedReduce, Identity, ReLUConvBN
+from .ops import OPS, Identity, cell_preprocess
 
 __all__ = ["Cell", "FewShotNetwork", "reduction_indices"]
 
@@ -53,11 +53,7 @@ class Cell(nn.Module):
     ):
         super().__init__()
         self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(prev_prev_chs, chs)
-        else:
-            self.preprocess0 = ReLUConvBN(prev_prev_chs, chs, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(prev_chs, chs, 1, 1, 0)
+        self.preprocess0, self.preprocess1 = cell_preprocess(prev_prev_chs, prev_chs, chs, reduction_prev)
         nodes = genotype.reduce if reduction else genotype.normal
         self.concat = genotype.reduce_concat if reduction else genotype.normal_concat
         self.inputs = tuple(idx for node in nodes for _, idx in node)  # 2 per node

@@ -29,6 +29,7 @@ __all__ = [
     "Identity",
     "Zero",
     "FactorizedReduce",
+    "cell_preprocess",
 ]
 
 
@@ -152,6 +153,16 @@ class FactorizedReduce(nn.Module):
         x = self.relu(x)
         shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]  # (B, C, H, W), moved up-left by one pixel
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+def cell_preprocess(prev_prev_chs: int, prev_chs: int, chs: int, reduction_prev: bool) -> tuple[nn.Module, nn.Module]:
+    """A cell's input preprocessing (``preprocess0``, ``preprocess1``), the same in search and evaluation cells.
+
+    Input 0 (the cell two back) is factor-reduced when the previous cell reduced, else ReLU-Conv1x1-BN; input 1
+    is always ReLU-Conv1x1-BN. Both map to the cell width ``chs``.
+    """
+    pre0 = FactorizedReduce(prev_prev_chs, chs) if reduction_prev else ReLUConvBN(prev_prev_chs, chs, 1, 1, 0)
+    return pre0, ReLUConvBN(prev_chs, chs, 1, 1, 0)
 
 
 OpFn = Callable[[int, int, bool], nn.Module]

@@ -28,7 +28,7 @@ from torch import nn
 from .errors import ConfigError
 from .genotype import Genotype
 from .network import reduction_indices
-from .ops import DARTS_FEWSHOT, OPS
+from .ops import DARTS_FEWSHOT, OPS, cell_preprocess
 
 __all__ = [
     "EDGES",
@@ -67,14 +67,8 @@ class _SearchCell(nn.Module):
         reduction_prev: bool,
     ):
         super().__init__()
-        from .ops import FactorizedReduce, ReLUConvBN
-
         self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(prev_prev_chs, chs)
-        else:
-            self.preprocess0 = ReLUConvBN(prev_prev_chs, chs, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(prev_chs, chs, 1, 1, 0)
+        self.preprocess0, self.preprocess1 = cell_preprocess(prev_prev_chs, prev_chs, chs, reduction_prev)
         self.edges = nn.ModuleList(
             nn.ModuleList(OPS[name](chs, 2 if reduction and j < 2 else 1, True) for name in space) for _, j in EDGES
         )
