@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import KernelError
 
@@ -128,7 +129,6 @@ def empirical_ntk(
 
 # ------------------------------------------------------------------------------------------------- hook Gram
 def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, torch.Tensor]:
-    n = x.shape[0]
     names = {m: name for name, m in model.named_modules()}
     params = kernel_parameters(model, use_bias)
     owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in params}
@@ -176,6 +176,39 @@ def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, to
     return {name: g for name, g in grams.items() if name in owners}
 
 
+#: columns of per-sample gradients cast to float64 at a time: the cast and the GEMM stay in cache (2.4x faster on
+#: a 2-core CPU for the 5-cell supernet's widest layers than casting a layer's (N, P) block at once)
+GRAM_CHUNK = 8192
+
+
+def _gram64(gw: torch.Tensor) -> torch.Tensor:
+    """(N, P) per-sample gradients -> (N, N) float64 Gram ``gw @ gw.T``, accumulated in float64 chunk by chunk."""
+    if gw.dtype == torch.float64 or gw.shape[1] <= 2 * GRAM_CHUNK:
+        gw = gw.double()
+        return gw @ gw.T
+    gram = torch.zeros(gw.shape[0], gw.shape[0], dtype=torch.float64, device=gw.device)
+    for chunk in gw.split(GRAM_CHUNK, dim=1):
+        chunk = chunk.double()
+        gram.addmm_(chunk, chunk.T)
+    return gram
+
+
+def _dense_gram(g: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Float64 Gram of per-sample gradients ``g_n @ cols_n.T`` ((N, O, L) x (N, K, L) -> N rows of O*K), computed a
+    block of output channels at a time: each block's gradients are born, cast and reduced while in cache, and no
+    (N, O*K) tensor is ever allocated (fresh large allocations cost page faults on every call)."""
+    n, o, _ = g.shape
+    block = max(1, GRAM_CHUNK // cols.shape[1])
+    cols_t = cols.transpose(1, 2)  # (N, L, K)
+    if block >= o:
+        return _gram64(torch.bmm(g, cols_t).reshape(n, -1))
+    gram = torch.zeros(n, n, dtype=torch.float64, device=g.device)
+    for start in range(0, o, block):
+        gw = torch.bmm(g[:, start:start + block], cols_t).reshape(n, -1).double()  # (N, block*K)
+        gram.addmm_(gw, gw.T)
+    return gram
+
+
 def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: bool) -> torch.Tensor:
     n = a.shape[0]
     if a.dim() == 2:
@@ -185,8 +218,7 @@ def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: 
             gram = gram + g64 @ g64.T
         return gram
     a, g = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])  # (N, L, in), (N, L, out)
-    gw = torch.einsum("nlo,nli->noi", g, a).reshape(n, -1).double()
-    gram = gw @ gw.T
+    gram = _gram64(torch.einsum("nlo,nli->noi", g, a).reshape(n, -1))
     if use_bias and module.bias is not None:
         gb = g.sum(1).double()
         gram = gram + gb @ gb.T
@@ -197,10 +229,13 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
     n = a.shape[0]
     if module.padding_mode != "zeros":
         raise KernelError(f"hook NTK backend: padding_mode {module.padding_mode!r} is not supported")
-    if module.kernel_size == (1, 1) and module.groups == 1 and module.padding == (0, 0) and module.dilation == (1, 1):
-        sh, sw = module.stride
-        a = a[:, :, ::sh, ::sw][:, :, : g.shape[2], : g.shape[3]]
-        gw = torch.bmm(g.flatten(2), a.flatten(2).transpose(1, 2))  # (N, O, I): per-sample 1x1 weight grads
+    if module.groups == 1:
+        if module.kernel_size == (1, 1) and module.padding == (0, 0) and module.dilation == (1, 1):
+            sh, sw = module.stride
+            cols = a[:, :, ::sh, ::sw][:, :, : g.shape[2], : g.shape[3]].flatten(2)  # (N, I, L)
+        else:  # k x k, 1 x k, k x 1: im2col
+            cols = F.unfold(a, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, I*kh*kw, L)
+        gram = _dense_gram(g.flatten(2), cols)
     else:
         # one convolution-backward with the batch folded into the groups gives every per-sample weight gradient
         c_in, h, w = a.shape[1:]
@@ -219,8 +254,7 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
             module.groups * n,
             [False, True, False],
         )
-    gw = gw.reshape(n, -1).double()
-    gram = gw @ gw.T
+        gram = _gram64(gw.reshape(n, -1))
     if use_bias and module.bias is not None:
         gb = g.sum((2, 3)).double()
         gram = gram + gb @ gb.T

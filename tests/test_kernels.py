@@ -71,6 +71,27 @@ def test_backends_agree_on_a_supernet_float64():
     torch.testing.assert_close(grams["hook"]["head"], 5 * feats @ feats.T, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_blocked_hook_gram_equals_the_one_shot_gram(monkeypatch, dtype):
+    """The hook backend casts and reduces per-sample gradients a block of columns at a time (``GRAM_CHUNK``); the
+    block size changes only the float64 summation order, never the kernel."""
+    import metantk_zoo.kernels as kernels
+
+    model = _supernet_model().to(dtype)
+    x = torch.randn(6, 3, 8, 8, dtype=dtype)
+    whole = empirical_ntk(model, x, per_layer=True)
+    monkeypatch.setattr(kernels, "GRAM_CHUNK", 5)  # every dense conv now goes block by block (and the head too)
+    blocked = empirical_ntk(model, x, per_layer=True)
+    assert set(blocked) == set(whole)
+    # float64: only the summation order differs; float32: a block's GEMM may also round the fp32 per-sample
+    # gradients differently (a different kernel shape), i.e. at the float32 epsilon, never more
+    tol = 1e-13 if dtype == torch.float64 else 1e-6
+    for name, k in whole.items():
+        assert k.dtype == torch.float64
+        err = ((blocked[name] - k).abs().max() / k.abs().max()).item()
+        assert err < tol, f"{name}: relative difference {err:.2e}"
+
+
 def test_empirical_ntk_restores_requires_grad_and_rejects_bad_input():
     model = _mlp()
     model[0].weight.requires_grad_(False)
