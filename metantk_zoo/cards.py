@@ -156,7 +156,8 @@ def _search_provenance(run: Path) -> dict[str, Any]:
     config = read_json(run / "config.json", what="run config") if (run / "config.json").is_file() else {}
     scfg = search.get("config", {}) if isinstance(search, dict) else {}
     for key, value in (
-        ("preset", config.get("preset") or scfg.get("preset") or scfg.get("name")),
+        # a training run keeps its search's search.json beside its own config.json: the search record wins
+        ("preset", search.get("preset") or scfg.get("preset") or scfg.get("name") or config.get("preset")),
         ("seed", search.get("seed", config.get("seed"))),
         ("data_fingerprint", search.get("data_fingerprint") or config.get("data_fingerprint")),
         ("search_time_s", search.get("wall_time")),
@@ -164,7 +165,7 @@ def _search_provenance(run: Path) -> dict[str, Any]:
         ("method", scfg.get("method")),
         ("kernel", scfg.get("kernel")),
         ("num_cells", scfg.get("num_cells")),
-        ("dataset", config.get("dataset") or scfg.get("dataset")),
+        ("dataset", search.get("dataset") or scfg.get("dataset") or config.get("dataset")),
         ("versions", search.get("versions")),
     ):
         if value not in (None, "", {}):

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 from torch.func import grad
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: OpenMP barriers between 2 threads cost far more than they save on a shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class TinyNet(nn.Module):

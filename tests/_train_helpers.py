@@ -10,7 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
@@ -20,15 +19,6 @@ import timm  # noqa: E402
 
 import metantk_zoo  # noqa: E402,F401
 from metantk_zoo.train import TensorBatchSource, preset_config, train_rfs  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_data(n: int = 48, classes: int = 4, size: int = 16, seed: int = 0, augment: bool = True) -> TensorBatchSource:

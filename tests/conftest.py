@@ -20,6 +20,18 @@ def device() -> torch.device:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: OpenMP barriers between 2 threads cost far more than they save on a shared 2-core runner.
+
+    Modules of tiny-tensor tests use it for all their tests: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def nano_genotype():
     return NAMED["mini5_a"]
 

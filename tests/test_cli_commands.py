@@ -109,5 +109,5 @@ def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     assert list(state["done"]) == list(demo_cli.STAGES)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["export"]["logits_equal"] is True
-    assert set(summary["results"]) == {"search", "random"}
-    assert "MetaNTK-NAS (tiny)" in captured.out and "random cell" in captured.out
+    assert set(summary["results"]) == {"search", "random", "untrained"}
+    assert "MetaNTK-NAS (tiny)" in captured.out and "random cell" in captured.out and "untrained" in captured.out

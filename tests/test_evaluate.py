@@ -25,7 +25,7 @@ from metantk_zoo.evaluate import (
 )
 
 
-from tests._train_helpers import one_thread  # noqa: E402,F401  (autouse)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clustered(t: int, k: int, n: int, d: int, spread: float, seed: int = 0, centers=None):

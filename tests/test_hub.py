@@ -61,7 +61,22 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL_ROW = {"protocol": "rfs", "n_way": 5, "n_shot": 1, "n_query": 15, "n_episodes": 600, "mean": 0.5123,
             "ci95": 0.0101, "dataset": "synthetic", "split": "test", "manifest_hash": "ab" * 32,
             "ci_formula": "t.ppf(0.975, n-1) * std(ddof=1) / sqrt(n)"}
-SEARCHED = NAMED["tiered5_b"]  # stands in for a searched genotype until metantk_zoo.search lands on main
+SEARCHED = NAMED["tiered5_b"]  # a published genotype for the tests that need search records but not a search
+
+
+@pytest.fixture(scope="module")
+def searched_run(tmp_path_factory) -> Path:
+    """A real search: ``metantk-zoo search --preset tiny`` on the embedded benchmark (about 15 s on 2 cores)."""
+    from metantk_zoo.cli import main
+
+    out = tmp_path_factory.mktemp("searched") / "search"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METANTK_NO_PROGRESS", "1")
+        try:
+            main(["search", "--preset", "tiny", "--dataset", "synthetic:size=32", "--seed", "3", "--out", str(out)])
+        except SystemExit as e:
+            assert not e.code, f"the search failed with exit code {e.code}"
+    return out
 
 
 def make_run(path: Path, architecture: str = "metantk_nano", model_args: dict | None = None, num_classes: int = 5,
@@ -93,8 +108,18 @@ def make_run(path: Path, architecture: str = "metantk_nano", model_args: dict | 
     return model.eval()
 
 
-def searched_args() -> dict:
-    return {"genotype": SEARCHED.to_dict(), "num_cells": 3, "init_channels": 4}
+def searched_args(genotype: dict | None = None) -> dict:
+    return {"genotype": genotype or SEARCHED.to_dict(), "num_cells": 3, "init_channels": 4}
+
+
+def make_searched_run(path: Path, search_run: Path) -> torch.nn.Module:
+    """A run trained from a search run's genotype, holding that search's records as ``metantk-zoo train`` keeps them."""
+    genotype = json.loads((search_run / "genotype.json").read_text())
+    model = make_run(path, "metantk_cell", searched_args(genotype), num_classes=4)
+    for name in ("genotype.json", "search.json"):
+        (path / name).write_bytes((search_run / name).read_bytes())
+    (path / "config.json").write_text(json.dumps({"preset": "rfs-mini", "seed": 3}))
+    return model
 
 
 def logits(model: torch.nn.Module) -> torch.Tensor:
@@ -137,12 +162,13 @@ def _client(mode: str, env: dict, out: Path, jobs: list) -> subprocess.Completed
     return proc
 
 
-def test_push_pull_hf_hub_round_trip_is_bit_identical_online_and_offline(local_hub, tmp_path):
+def test_push_pull_hf_hub_round_trip_is_bit_identical_online_and_offline(local_hub, searched_run, tmp_path):
     from huggingface_hub import ModelCard
     from safetensors.torch import load_file
 
     zoo = make_run(tmp_path / "zoo_run")
-    searched = make_run(tmp_path / "search_run", "metantk_cell", searched_args(), num_classes=4, search=True)
+    searched = make_searched_run(tmp_path / "search_run", searched_run)
+    search_record = json.loads((searched_run / "search.json").read_text())
     jobs = [[str(tmp_path / "zoo_run"), "org/metantk_nano.test"], [str(tmp_path / "search_run"), "org/searched.test"]]
     hf_home = tmp_path / "client_home"  # an empty cache
     online = _client("online", client_env(local_hub, hf_home), tmp_path / "online.safetensors", jobs)
@@ -158,14 +184,17 @@ def test_push_pull_hf_hub_round_trip_is_bit_identical_online_and_offline(local_h
 
     config = json.loads(searched_repo.files()["config.json"])
     assert config["architecture"] == "metantk_cell"
-    assert config["model_args"]["genotype"] == SEARCHED.to_dict()
+    assert config["model_args"]["genotype"] == json.loads((searched_run / "genotype.json").read_text())
+    assert config["model_args"]["genotype"] == search_record["genotype"]  # the genotype the search found
+    assert json.loads(searched_repo.files()["search.json"]) == search_record
     assert config["model_args"]["num_cells"] == 3 and config["model_args"]["init_channels"] == 4
     card = ModelCard(searched_repo.files()["README.md"].decode())
     assert card.data.library_name == "timm" and card.data.license == "mit"
     assert "few-shot-learning" in card.data.tags and card.data.datasets == ["synthetic"]
     (result,) = card.data.eval_results
     assert (result.metric_type, result.metric_value, result.metric_args["ci95"]) == ("accuracy", 51.23, 1.01)
-    assert "import metantk_zoo" in card.text and "data fingerprint" in card.text and "12.5 s" in card.text
+    assert "import metantk_zoo" in card.text and search_record["data_fingerprint"] in card.text
+    assert f"{search_record['wall_time']:.1f} s" in card.text and "| preset | tiny |" in card.text
 
     got = load_file(tmp_path / "online.safetensors")
     assert torch.equal(got["org/metantk_nano.test"], logits(zoo))

@@ -11,14 +11,15 @@ from torch import nn
 from metantk_zoo.errors import ConfigError
 from metantk_zoo.meta import MetaConfig, NormalizedSGD, head_names, make_meta_config, meta_gradient, meta_step
 
-from _meta_problems import (  # noqa: F401  (one_thread: autouse fixture)
-    one_thread,
+from _meta_problems import (
     TinyNet,
     linear_maml_closed_form,
     mse,
     reference_maml_grad,
     regression_task,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(method, **kw):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from _meta_problems import one_thread  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from metantk_zoo.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = "synthetic:size=16,classes=30,per_class=6"
 

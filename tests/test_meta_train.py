@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from _meta_problems import one_thread  # noqa: F401  (autouse fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 from metantk_zoo.errors import CheckpointError, ConfigError
 from metantk_zoo.meta import MetaConfig, NormalizedSGD, train_meta

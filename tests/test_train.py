@@ -25,7 +25,9 @@ from metantk_zoo.train import (
     train_rfs,
 )
 
-from tests._train_helpers import one_thread, tiny_cfg, tiny_data, tiny_model  # noqa: F401  (autouse)
+from tests._train_helpers import tiny_cfg, tiny_data, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 HELPER = Path(__file__).with_name("_train_helpers.py")
 
@@ -163,6 +165,31 @@ def test_cli_model_resolution(tmp_path):
         resolve_model("resnet_does_not_exist")
     with pytest.raises(ConfigError, match="apply to metantk"):
         resolve_model("resnet18", num_cells=3)
+
+
+def test_training_from_a_search_run_keeps_the_search_records(tmp_path):
+    """``train --model SEARCH_RUN`` copies the search's genotype.json and search.json into the training run, so its
+    card and Hub repository say where the architecture came from; other model sources copy nothing."""
+    from metantk_zoo.cli.train import _carry_search_records
+    from metantk_zoo.zoo import NAMED
+
+    search = tmp_path / "search"
+    search.mkdir()
+    g = NAMED["mini5_a"]
+    record = {"genotype": g.to_dict(), "seed": 4, "wall_time": 13.25, "data_fingerprint": "ab" * 32, "preset": "tiny"}
+    (search / "genotype.json").write_text(g.to_json())
+    (search / "search.json").write_text(json.dumps(record))
+    run = tmp_path / "train"
+    run.mkdir()
+    _carry_search_records(str(search), run)
+    assert json.loads((run / "search.json").read_text()) == record
+    assert json.loads((run / "genotype.json").read_text()) == g.to_dict()
+
+    other = tmp_path / "train_other"
+    other.mkdir()
+    _carry_search_records("metantk_nano", other)
+    _carry_search_records(str(search / "genotype.json"), other)  # a genotype file is not a search run
+    assert list(other.iterdir()) == []
 
 
 @pytest.mark.slow

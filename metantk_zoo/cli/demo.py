@@ -6,7 +6,8 @@ stages resume from their own checkpoints when they were interrupted part-way):
 1. ``search``   MetaNTK-NAS search with the ``tiny`` preset                       -> OUT/search/
 2. ``random``   the random-cell baseline (same preset, ``method=random``)          -> OUT/random/
 3. ``train-*``  RFS training of both genotypes, identical recipe and data order    -> OUT/train_search/, OUT/train_random/
-4. ``eval``     5-way 1-shot and 5-shot few-shot evaluation of both, on identical episodes (same manifest hash)
+4. ``eval``     5-way 1-shot and 5-shot few-shot evaluation of both, and of the searched network untrained, on
+                identical episodes (same manifest hash)
 5. ``card``     the searched genotype's card with its results                      -> OUT/card/
 6. ``export``   a Hub-layout export, loaded back with ``timm.create_model('local-dir:...')`` and checked
                 against the trained model's logits                                   -> OUT/hub_export/
@@ -65,6 +66,10 @@ class _Stages:
         return result
 
 
+#: the rows of the demo's table: both trained networks, and the searched one untrained (same episodes)
+ROWS = {"search": "MetaNTK-NAS (tiny)", "random": "random cell", "untrained": "MetaNTK-NAS, untrained"}
+
+
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory holding every stage's output.")] = Path("demo_run"),
@@ -109,20 +114,26 @@ def demo_command(
             (trained[name] / "checkpoints").exists()))
 
     def evaluate() -> dict[str, Any]:
+        from ..evaluate import save_eval_result
+        from ..rundir import create_model_from_run
+
         results: dict[str, Any] = {}
-        for name in ("search", "random"):
-            net = load_backbone(str(trained[name]))
+        for name in ROWS:
+            if name == "untrained":  # the searched architecture with fresh weights: what training added
+                torch.manual_seed(seed)
+                net = create_model_from_run(trained["search"], pretrained=False)
+            else:
+                net = load_backbone(str(trained[name]))
             for shot in (1, 5):
                 r = run_eval(net, dataset, protocol="rfs", image_size=image_size, device=device, model_name=name,
                              n_shot=shot, n_query=n_query, n_episodes=episodes, seed=seed)
                 results[f"{name}/{shot}"] = r.to_dict()
-                from ..evaluate import save_eval_result
-
-                save_eval_result(trained[name] / "eval.json", r)
+                if name != "untrained":
+                    save_eval_result(trained[name] / "eval.json", r)
         hashes = {k.split("/")[1]: set() for k in results}
         for k, r in results.items():
             hashes[k.split("/")[1]].add(r["manifest_hash"])
-        assert all(len(h) == 1 for h in hashes.values()), "both models must see identical episodes"
+        assert all(len(h) == 1 for h in hashes.values()), "every row must see identical episodes"
         return results
 
     results = stages.run("eval", evaluate)
@@ -136,7 +147,7 @@ def demo_command(
         "results": {
             name: {f"5way_{shot}shot": {"mean": results[f"{name}/{shot}"]["mean"],
                                         "ci95": results[f"{name}/{shot}"]["ci95"]} for shot in (1, 5)}
-            for name in ("search", "random")
+            for name in ROWS
         },
         "episodes": episodes,
         "manifest_hashes": {str(shot): results[f"search/{shot}"]["manifest_hash"] for shot in (1, 5)},
@@ -148,12 +159,12 @@ def demo_command(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    typer.echo(f"metantk-zoo demo on {dataset} ({device}); {episodes} episodes per setting, identical for both models")
-    typer.echo(f"{'backbone':<22}{'5-way 1-shot':>18}{'5-way 5-shot':>18}")
-    for name, label in (("search", "MetaNTK-NAS (tiny)"), ("random", "random cell")):
+    typer.echo(f"metantk-zoo demo on {dataset} ({device}); {episodes} episodes per setting, identical for every row")
+    typer.echo(f"{'backbone':<24}{'5-way 1-shot':>18}{'5-way 5-shot':>18}")
+    for name, label in ROWS.items():
         row = summary["results"][name]
         cells = [f"{100 * row[k]['mean']:.2f} ± {100 * row[k]['ci95']:.2f}" for k in ("5way_1shot", "5way_5shot")]
-        typer.echo(f"{label:<22}{cells[0]:>18}{cells[1]:>18}")
+        typer.echo(f"{label:<24}{cells[0]:>18}{cells[1]:>18}")
     typer.echo(f"card: {card['card.md']}   export: {export['local_dir']} (reloaded, logits identical)")
     typer.echo(f"total {sum(summary['seconds'].values()):.0f} s; everything is in {out}")
 

@@ -19,6 +19,7 @@ import torch
 import typer
 
 from ..errors import ConfigError
+from ..io import read_json, write_json
 from ..rundir import is_run_dir, write_model_spec
 from .. import meta as _meta  # noqa: F401  (registers maml, fomaml, hfmaml, anil, fobmaml)
 from ..train import TRAINING_METHODS
@@ -61,6 +62,17 @@ def resolve_model(model: str, num_cells: int | None = None, init_channels: int |
         if init_channels is not None:
             args["init_channels"] = init_channels
     return arch, args
+
+
+def _carry_search_records(model: str, out: Path) -> None:
+    """Copy a search run's ``genotype.json`` and ``search.json`` into the training run, so that its card and Hub
+    repository say where the architecture came from (preset, seed, data fingerprint, search time, device)."""
+    src = Path(model)
+    if not (_is_path(src) and src.is_dir() and (src / "search.json").is_file()):
+        return
+    for name in ("genotype.json", "search.json"):
+        if (src / name).is_file():
+            write_json(out / name, read_json(src / name, what=f"search record {name}"))
 
 
 def _is_path(path: Path) -> bool:
@@ -184,6 +196,7 @@ def train_command(
     net = timm.create_model(arch, num_classes=num_classes, **model_args)
     if int(os.environ.get("RANK", "0")) == 0 and (not resume or not is_run_dir(out)):
         write_model_spec(out, arch, model_args, num_classes)
+        _carry_search_records(model, out)
     extra = {"model": {"architecture": arch, "model_args": model_args, "num_classes": num_classes},
              "dataset": {"spec": fs.spec, "fingerprint": fs.fingerprint, "split": "train"},
              "preset": preset, "image_size": size}
