@@ -193,6 +193,12 @@ def test_presets_follow_the_published_settings():
         0.01, 5, 10, 4, 1e-3, 15)
     assert (c5.n_shot, c5.meta_batch, c5.outer_optimizer) == (5, 2, "adam")
     assert make_meta_config("fobmaml").outer_optimizer == "sngdm"
+    # the normalised step's lr is a step length: its own per-preset default, unless the user gives one
+    assert make_meta_config("fobmaml", "demo").outer_lr == 0.3
+    assert make_meta_config("fobmaml", "mini-1shot").outer_lr == 0.1
+    assert make_meta_config("fobmaml", "demo", outer_lr=0.05).outer_lr == 0.05
+    assert make_meta_config("maml", "demo", outer="sngdm").outer_lr == 0.3
+    assert make_meta_config("fobmaml", "demo", outer="adam").outer_lr == 3e-3
     with pytest.raises(ConfigError, match="unknown meta-training preset"):
         make_meta_config("maml", "tiered-20shot")
     assert math.isclose(c1.epochs, 60000 / 500)
