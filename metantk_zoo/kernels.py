@@ -26,7 +26,6 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .errors import KernelError
 
@@ -194,9 +193,9 @@ def _gram64(gw: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_gram(g: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Float64 Gram of per-sample gradients ``g_n @ cols_n.T`` ((N, O, L) x (N, K, L) -> N rows of O*K), computed a
-    block of output channels at a time: each block's gradients are born, cast and reduced while in cache, and no
-    (N, O*K) tensor is ever allocated (fresh large allocations cost page faults on every call)."""
+    """Float64 Gram of per-sample 1x1-conv gradients ``g_n @ cols_n.T`` ((N, O, L) x (N, K, L) -> N rows of O*K),
+    computed a block of output channels at a time: each block's gradients are born, cast and reduced while in
+    cache, and no (N, O*K) tensor is ever allocated (fresh large allocations cost page faults on every call)."""
     n, o, _ = g.shape
     block = max(1, GRAM_CHUNK // cols.shape[1])
     cols_t = cols.transpose(1, 2)  # (N, L, K)
@@ -229,12 +228,9 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
     n = a.shape[0]
     if module.padding_mode != "zeros":
         raise KernelError(f"hook NTK backend: padding_mode {module.padding_mode!r} is not supported")
-    if module.groups == 1:
-        if module.kernel_size == (1, 1) and module.padding == (0, 0) and module.dilation == (1, 1):
-            sh, sw = module.stride
-            cols = a[:, :, ::sh, ::sw][:, :, : g.shape[2], : g.shape[3]].flatten(2)  # (N, I, L)
-        else:  # k x k, 1 x k, k x 1: im2col
-            cols = F.unfold(a, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, I*kh*kw, L)
+    if module.kernel_size == (1, 1) and module.groups == 1 and module.padding == (0, 0) and module.dilation == (1, 1):
+        sh, sw = module.stride
+        cols = a[:, :, ::sh, ::sw][:, :, : g.shape[2], : g.shape[3]].flatten(2)  # (N, I, L), a view when stride 1
         gram = _dense_gram(g.flatten(2), cols)
     else:
         # one convolution-backward with the batch folded into the groups gives every per-sample weight gradient
