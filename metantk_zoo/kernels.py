@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -180,32 +180,30 @@ def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, to
 GRAM_CHUNK = 8192
 
 
-def _gram64(gw: torch.Tensor) -> torch.Tensor:
-    """(N, P) per-sample gradients -> (N, N) float64 Gram ``gw @ gw.T``, accumulated in float64 chunk by chunk."""
-    if gw.dtype == torch.float64 or gw.shape[1] <= 2 * GRAM_CHUNK:
-        gw = gw.double()
-        return gw @ gw.T
-    gram = torch.zeros(gw.shape[0], gw.shape[0], dtype=torch.float64, device=gw.device)
-    for chunk in gw.split(GRAM_CHUNK, dim=1):
-        chunk = chunk.double()
-        gram.addmm_(chunk, chunk.T)
+def _gram64(blocks: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Float64 Gram ``sum_b b @ b.T`` of column blocks (N, P_b) of per-sample gradients: each block is cast and
+    reduced on its own, so the float64 copy stays in cache and no (N, P) float64 tensor is ever allocated."""
+    gram = None
+    for block in blocks:
+        block = block.double()
+        gram = block @ block.T if gram is None else gram.addmm_(block, block.T)
     return gram
 
 
-def _dense_gram(g: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Float64 Gram of per-sample 1x1-conv gradients ``g_n @ cols_n.T`` ((N, O, L) x (N, K, L) -> N rows of O*K),
-    computed a block of output channels at a time: each block's gradients are born, cast and reduced while in
-    cache, and no (N, O*K) tensor is ever allocated (fresh large allocations cost page faults on every call)."""
+def _chunks(gw: torch.Tensor) -> Iterable[torch.Tensor]:
+    """(N, P) per-sample gradients -> column blocks of at most ``GRAM_CHUNK``."""
+    return gw.split(GRAM_CHUNK, dim=1)
+
+
+def _conv1x1_blocks(g: torch.Tensor, cols: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Per-sample 1x1-conv gradients ``g_n @ cols_n.T`` ((N, O, L) x (N, K, L)), a block of output channels at a time
+    (N, block*K): each block is born, cast and reduced while in cache, and no (N, O*K) tensor is ever allocated
+    (fresh large allocations cost page faults on every call)."""
     n, o, _ = g.shape
     block = max(1, GRAM_CHUNK // cols.shape[1])
     cols_t = cols.transpose(1, 2)  # (N, L, K)
-    if block >= o:
-        return _gram64(torch.bmm(g, cols_t).reshape(n, -1))
-    gram = torch.zeros(n, n, dtype=torch.float64, device=g.device)
     for start in range(0, o, block):
-        gw = torch.bmm(g[:, start:start + block], cols_t).reshape(n, -1).double()  # (N, block*K)
-        gram.addmm_(gw, gw.T)
-    return gram
+        yield torch.bmm(g[:, start:start + block], cols_t).reshape(n, -1)
 
 
 def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: bool) -> torch.Tensor:
@@ -217,7 +215,7 @@ def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: 
             gram = gram + g64 @ g64.T
         return gram
     a, g = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])  # (N, L, in), (N, L, out)
-    gram = _gram64(torch.einsum("nlo,nli->noi", g, a).reshape(n, -1))
+    gram = _gram64(_chunks(torch.einsum("nlo,nli->noi", g, a).reshape(n, -1)))
     if use_bias and module.bias is not None:
         gb = g.sum(1).double()
         gram = gram + gb @ gb.T
@@ -231,7 +229,7 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
     if module.kernel_size == (1, 1) and module.groups == 1 and module.padding == (0, 0) and module.dilation == (1, 1):
         sh, sw = module.stride
         cols = a[:, :, ::sh, ::sw][:, :, : g.shape[2], : g.shape[3]].flatten(2)  # (N, I, L), a view when stride 1
-        gram = _dense_gram(g.flatten(2), cols)
+        gram = _gram64(_conv1x1_blocks(g.flatten(2), cols))
     else:
         # one convolution-backward with the batch folded into the groups gives every per-sample weight gradient
         c_in, h, w = a.shape[1:]
@@ -250,7 +248,7 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
             module.groups * n,
             [False, True, False],
         )
-        gram = _gram64(gw.reshape(n, -1))
+        gram = _gram64(_chunks(gw.reshape(n, -1)))
     if use_bias and module.bias is not None:
         gb = g.sum((2, 3)).double()
         gram = gram + gb @ gb.T

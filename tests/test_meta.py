@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import ConfigError
-from metantk_zoo.meta import MetaConfig, NormalizedSGD, head_names, make_meta_config, meta_gradient, meta_step
+from metantk_zoo.meta import (
+    PRESETS,
+    SNGDM_OUTER_LR,
+    MetaConfig,
+    NormalizedSGD,
+    head_names,
+    make_meta_config,
+    meta_gradient,
+    meta_step,
+)
 
 from _meta_problems import (
     TinyNet,
@@ -199,6 +208,7 @@ def test_presets_follow_the_published_settings():
     assert make_meta_config("fobmaml", "demo", outer_lr=0.05).outer_lr == 0.05
     assert make_meta_config("maml", "demo", outer="sngdm").outer_lr == 0.3
     assert make_meta_config("fobmaml", "demo", outer="adam").outer_lr == 3e-3
+    assert set(SNGDM_OUTER_LR) == set(PRESETS)  # every preset says how long a normalised step is
     with pytest.raises(ConfigError, match="unknown meta-training preset"):
         make_meta_config("maml", "tiered-20shot")
     assert math.isclose(c1.epochs, 60000 / 500)
