@@ -206,6 +206,29 @@ def _conv1x1_blocks(g: torch.Tensor, cols: torch.Tensor) -> Iterator[torch.Tenso
         yield torch.bmm(g[:, start:start + block], cols_t).reshape(n, -1)
 
 
+#: a dense (groups=1) k x k conv takes the per-offset matmul path when out*in channels exceed this many times its
+#: output pixels: there (e.g. 192 channels at 8x8) the batch-folded grouped convolution-backward is 2-2.5x slower
+#: on a 2-core CPU, while at 48-96 channels and 16x16-32x32 it is as fast or faster (``scripts/bench_search.py``)
+OFFSET_PATH_RATIO = 64
+
+
+def _conv_offset_blocks(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Per-sample gradients of a dense (groups=1) conv, one kernel offset (i, j) at a time: the weight slice
+    ``W[:, :, i, j]`` acts as a 1x1 conv on the input shifted by the offset, so its per-sample gradient is
+    ``g_n @ shifted_n.T`` ((N, O, L) x (N, I, L)). The blocks are the columns of the per-sample gradients in another
+    order, which the Gram does not see. a: (N, I, H, W) input, g: (N, O, Ho, Wo) output gradient."""
+    n, c_in = a.shape[:2]
+    o, ho, wo = g.shape[1:]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = module.kernel_size, module.stride, module.padding, module.dilation
+    if ph or pw:
+        a = torch.nn.functional.pad(a, (pw, pw, ph, ph))
+    g = g.reshape(n, o, ho * wo)
+    for i in range(kh):
+        for j in range(kw):
+            shifted = a[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+            yield from _conv1x1_blocks(g, shifted.reshape(n, c_in, ho * wo))  # a view for 1x1 stride-1 convs
+
+
 def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: bool) -> torch.Tensor:
     n = a.shape[0]
     if a.dim() == 2:
@@ -226,14 +249,13 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
     n = a.shape[0]
     if module.padding_mode != "zeros":
         raise KernelError(f"hook NTK backend: padding_mode {module.padding_mode!r} is not supported")
-    if module.kernel_size == (1, 1) and module.groups == 1 and module.padding == (0, 0) and module.dilation == (1, 1):
-        sh, sw = module.stride
-        cols = a[:, :, ::sh, ::sw][:, :, : g.shape[2], : g.shape[3]].flatten(2)  # (N, I, L), a view when stride 1
-        gram = _gram64(_conv1x1_blocks(g.flatten(2), cols))
+    o, out_pixels = g.shape[1], g.shape[2] * g.shape[3]
+    one_by_one = module.kernel_size == (1, 1) and module.padding == (0, 0) and module.dilation == (1, 1)
+    if module.groups == 1 and (one_by_one or module.in_channels * o > OFFSET_PATH_RATIO * out_pixels):
+        gram = _gram64(_conv_offset_blocks(module, a, g))
     else:
         # one convolution-backward with the batch folded into the groups gives every per-sample weight gradient
         c_in, h, w = a.shape[1:]
-        o = g.shape[1]
         weight = module.weight.detach().repeat(n, 1, 1, 1)  # (N*O, I/groups, kh, kw)
         _, gw, _ = torch.ops.aten.convolution_backward(
             g.reshape(1, n * o, *g.shape[2:]),

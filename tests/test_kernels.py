@@ -92,6 +92,61 @@ def test_blocked_hook_gram_equals_the_one_shot_gram(monkeypatch, dtype):
         assert err < tol, f"{name}: relative difference {err:.2e}"
 
 
+def _dense_conv_model() -> nn.Module:
+    """Dense convs of every shape the offset path must handle: 3x3 stride 2 on an odd size, dilation, 1x5/5x1
+    with asymmetric padding, a 1x1 stride 2, a 2x2 without padding, and a conv with a bias."""
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=False), nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=2, dilation=2, bias=False), nn.ReLU(),
+        nn.Conv2d(6, 5, (1, 5), stride=(1, 2), padding=(0, 2), bias=False), nn.ReLU(),
+        nn.Conv2d(5, 5, (5, 1), padding=(2, 0), bias=True), nn.ReLU(),
+        nn.Conv2d(5, 4, 1, stride=2, bias=False), nn.ReLU(),
+        nn.Conv2d(4, 4, 2, bias=False), nn.Flatten(), nn.LazyLinear(3),
+    ).double()
+
+
+@pytest.mark.parametrize("ratio", [0, 10**9])
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_hook_dense_conv_paths_equal_torch_func(monkeypatch, ratio, use_bias):
+    """Dense convs go by per-offset matmuls (ratio 0: all of them) or by one batch-folded grouped
+    convolution-backward (huge ratio: all but the 1x1s); both equal the torch.func Gram layer by layer."""
+    import metantk_zoo.kernels as kernels
+
+    model = _dense_conv_model()
+    x = torch.randn(5, 3, 11, 11, dtype=torch.float64)
+    model(x)  # materialise the lazy head
+    monkeypatch.setattr(kernels, "OFFSET_PATH_RATIO", ratio)
+    got = empirical_ntk(model, x, per_layer=True, use_bias=use_bias)
+    ref = empirical_ntk(model, x, backend="func", per_layer=True, use_bias=use_bias)
+    assert set(got) == set(ref) and len(ref) == 7
+    for name, k in ref.items():
+        err = ((got[name] - k).abs().max() / k.abs().max()).item()
+        assert err < 1e-12, f"layer {name}: relative difference {err:.2e}"
+
+
+def test_hook_takes_the_offset_path_for_wide_convs_on_small_maps(monkeypatch):
+    """The path rule: a dense conv with out*in channels > OFFSET_PATH_RATIO x output pixels skips the grouped
+    convolution-backward (observed through the ATen call); a narrow conv on a large map uses it."""
+    import metantk_zoo.kernels as kernels
+
+    calls = []
+    real = torch.ops.aten.convolution_backward
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[9])  # groups
+            return real(*args)
+
+    monkeypatch.setattr(kernels.torch.ops.aten, "convolution_backward", Spy())
+    wide = nn.Sequential(nn.Conv2d(64, 64, (1, 5), padding=(0, 2), bias=False)).double()  # 4096 > 64 * 16 pixels
+    narrow = nn.Sequential(nn.Conv2d(4, 4, (1, 5), padding=(0, 2), bias=False)).double()  # 16 < 64 * 16 pixels
+    empirical_ntk(wide, torch.randn(3, 64, 4, 4, dtype=torch.float64))
+    assert calls == []
+    empirical_ntk(narrow, torch.randn(3, 4, 4, 4, dtype=torch.float64))
+    assert calls == [3]  # one grouped call, batch folded into the groups
+
+
 def test_empirical_ntk_restores_requires_grad_and_rejects_bad_input():
     model = _mlp()
     model[0].weight.requires_grad_(False)
