@@ -237,6 +237,11 @@ class TensorSource:
         return self.images[torch.as_tensor(indices, dtype=torch.int64)]
 
 
+#: the search keeps its resized images (uint8 at the search resolution) up to this size: 118 MB for
+#: mini-ImageNet's 38,400 training images at 32x32; a larger source is resized on every draw instead
+RESIZED_CACHE_BYTES = 2**30
+
+
 class _Data:
     """Episode and image sampling over a source, recording which images were seen (for the fingerprint)."""
 
@@ -258,6 +263,8 @@ class _Data:
             raise DatasetError("the search data has no images")
         self.classes = classes
         self.seen: set[int] = set()
+        self._resized: torch.Tensor | None = None  # (M, 3, r, r) uint8, filled as images are first drawn
+        self._have_resized = torch.zeros(len(labels), dtype=torch.bool)
 
     def load(self, indices: torch.Tensor) -> torch.Tensor:
         idx = indices.tolist()
@@ -267,6 +274,20 @@ class _Data:
             raise DatasetError(f"the search source must load uint8 images (n, 3, H, W); found {images.dtype} "
                                f"{tuple(images.shape)}")
         return images.to(self.device)
+
+    def load_resized(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, 3, r, r) images at the search resolution. Each image is resized once per search and kept
+        (up to :data:`RESIZED_CACHE_BYTES`); an image's resize does not depend on its batch, so no value changes."""
+        r, m = self.cfg.resolution, len(self.labels)
+        if m * 3 * r * r > RESIZED_CACHE_BYTES:
+            return resize_uint8(self.load(indices), r)
+        if self._resized is None:
+            self._resized = torch.zeros(m, 3, r, r, dtype=torch.uint8, device=self.device)
+        missing = torch.unique(indices[~self._have_resized[indices]])
+        if len(missing):
+            self._resized[missing.to(self.device)] = resize_uint8(self.load(missing), r)
+            self._have_resized[missing] = True
+        return self._resized[indices.to(self.device)]
 
     def meta_batch(self, g: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
@@ -284,7 +305,7 @@ class _Data:
     def plain_batch(self, g: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
         idx = _draw(len(self.labels), cfg.ntk_batch, g)
-        x = resize_uint8(self.load(idx), cfg.resolution)
+        x = self.load_resized(idx)
         if cfg.augment:
             x = tenas_augment(x, g)
         return normalize(x, CIFAR_MEAN, CIFAR_STD)
@@ -292,7 +313,7 @@ class _Data:
     def patch_batches(self, g: torch.Generator) -> list[torch.Tensor]:
         cfg = self.cfg
         idx = _draw(len(self.labels), cfg.region_batches * cfg.region_patches, g)
-        x = region_patches(self.load(idx), g, cfg.resolution)  # (B*P, 1, 3, 3)
+        x = region_patches(self.load_resized(idx), g, cfg.resolution)  # (B*P, 1, 3, 3)
         return list(x.split(cfg.region_patches))
 
     def fingerprint(self, seen: Sequence[int]) -> str:

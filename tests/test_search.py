@@ -129,6 +129,27 @@ def test_shared_head_option_is_what_separates_an_unchanged_candidate_from_its_or
     assert (row["cond"] == row["cond_origin"]) is shared_head
 
 
+def test_resized_image_cache_changes_no_input(monkeypatch):
+    """Region patches and plain batches come from images resized once per search; drawing them with the cache
+    cold, warm, or switched off gives the same tensors (a resize does not depend on the batch)."""
+    cfg = nano_config(resolution=8, region_patches=40, region_batches=2, ntk_batch=12)
+    source = nano_source(size=21)
+
+    def draws(data):
+        g = torch.Generator().manual_seed(5)
+        return [*data.patch_batches(g), data.plain_batch(g), *data.patch_batches(g)]
+
+    cached = search_mod._Data(source, cfg, torch.device("cpu"))
+    cold, warm = draws(cached), draws(cached)  # the second pass reads every image from the cache
+    assert bool(cached._have_resized.all())
+    monkeypatch.setattr(search_mod, "RESIZED_CACHE_BYTES", 0)
+    uncached = search_mod._Data(source, cfg, torch.device("cpu"))
+    plain = draws(uncached)
+    assert uncached._resized is None and uncached.seen == cached.seen
+    for a, b, c in zip(cold, warm, plain):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 def test_random_baseline_is_seeded_and_valid():
     a = search(nano_source(), nano_config(method="random", ops=PRESETS["mini5"].ops), seed=1, show_progress=False)
     b = search(nano_source(), nano_config(method="random", ops=PRESETS["mini5"].ops), seed=1, show_progress=False)
