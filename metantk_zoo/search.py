@@ -437,13 +437,15 @@ class _WithHead(nn.Module):
 class _Scorer:
     """Scores candidates of one stage; everything random is derived from (seed, stage, candidate, repeat)."""
 
-    def __init__(self, cfg: SearchConfig, seed: int, data: _Data, device: torch.device, backend: str):
+    def __init__(self, cfg: SearchConfig, seed: int, data: _Data, device: torch.device, backend: str,
+                 share_inputs: bool = True):
         self.cfg, self.seed, self.data, self.device, self.backend = cfg, seed, data, device, backend
         self.use_kernel = cfg.method in ("metantk", "tenas", "metantk-only")
         self.use_regions = cfg.method in ("metantk", "tenas", "regions-only")
         self.kernel_net = None
         if self.use_kernel:
-            self.kernel_net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes, space=cfg.space)
+            self.kernel_net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes, space=cfg.space,
+                                                  share_inputs=share_inputs)
             self.kernel_net.to(device).train()
         self.thin = SuperNet.thin_net(cfg.region_channels, space=cfg.space).to(device).train()
         self._origin: dict[tuple, tuple[float, bool]] = {}
@@ -555,6 +557,7 @@ def search(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     backend: str = "hook",
+    share_inputs: bool = True,
     show_progress: bool = True,
 ) -> SearchResult:
     """Run a MetaNTK-NAS pruning search (or a baseline) and return its genotype and per-round scores.
@@ -568,6 +571,9 @@ def search(
         checkpoint: a JSON file written atomically after every stage (rank 0 only).
         resume: continue from ``checkpoint`` if it exists (it must have the same config and seed).
         backend: per-sample-gradient backend of the NTK (``hook``, ``opacus`` or ``func``).
+        share_inputs: the kernel network computes the ReLU and pools that all ops on one state's edges start with
+            once (:class:`~metantk_zoo.supernet.SuperNet`); the same forward, a different float summation order in
+            the backward (about 1e-8 relative in the kernel). ``False`` runs every op on its own as the reference.
         show_progress: a progress bar per stage on stderr.
 
     Returns:
@@ -599,7 +605,7 @@ def search(
         data.seen.update(state["seen"])
         logger.info("resuming search from %s after %d stage(s)", checkpoint, len(state["rounds"]))
 
-    scorer = _Scorer(cfg, seed, data, device, backend)
+    scorer = _Scorer(cfg, seed, data, device, backend, share_inputs)
     while True:
         t0 = time.perf_counter()
         alive: torch.Tensor = state["alive"]

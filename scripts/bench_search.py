@@ -44,9 +44,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _gram_setup(cfg: SearchConfig, device: torch.device):
+#: Gram methods timed: name -> (backend, share_inputs). The engine's hook Gram runs on the network as the search
+#: builds it (each state's ReLU and pools computed once for all its edges); opacus and the plain forward+backward run
+#: on the reference's per-op network; the hook Gram on the per-op network shows what the backend alone gives.
+GRAM_METHODS = {
+    "forward+backward": (None, False),
+    "hook": ("hook", True),
+    "hook, per-op network": ("hook", False),
+    "opacus": ("opacus", False),
+}
+
+
+def _gram_setup(cfg: SearchConfig, device: torch.device, share_inputs: bool = False):
     torch.manual_seed(0)
-    net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes).to(device).train()
+    net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes, share_inputs=share_inputs)
+    net = net.to(device).train()
     model = _WithHead(net, torch.nn.Linear(net.num_features, cfg.n_way).to(device))
     n = cfg.n_tasks * cfg.n_way * (cfg.n_shot + cfg.n_query)
     x = torch.randn(n, 3, cfg.resolution, cfg.resolution, device=device)
@@ -54,12 +66,13 @@ def _gram_setup(cfg: SearchConfig, device: torch.device):
 
 
 def _gram_op(name: str, model, x):
-    if name == "forward+backward":
+    backend = GRAM_METHODS[name][0]
+    if backend is None:
         model.zero_grad(set_to_none=True)
         model(x).sum().backward()
         model.zero_grad(set_to_none=True)
     else:
-        empirical_ntk(model, x, backend=name)
+        empirical_ntk(model, x, backend=backend)
 
 
 def _rss_bytes() -> int:
@@ -69,7 +82,7 @@ def _rss_bytes() -> int:
 
 def _memory_child(name: str, cfg_dict: dict, device: str, queue) -> None:
     dev = torch.device(device)
-    model, x = _gram_setup(SearchConfig.from_dict(cfg_dict), dev)
+    model, x = _gram_setup(SearchConfig.from_dict(cfg_dict), dev, GRAM_METHODS[name][1])
     _gram_op(name, model, x)  # warm-up: one-time allocations (kernel caches) are not the method's memory
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -102,31 +115,37 @@ def _memory_child(name: str, cfg_dict: dict, device: str, queue) -> None:
 
 
 def bench_gram(cfg: SearchConfig, device: torch.device, reps: int, memory: bool) -> dict:
-    model, x = _gram_setup(cfg, device)
-    out = {}
-    for name in ("forward+backward", "hook", "opacus"):
-        _gram_op(name, model, x)  # warm-up
-        times = []
-        for _ in range(reps):
+    """Median wall time of each Gram method; the methods take turns within every repetition, so a machine whose
+    speed drifts during the run (shared cores) slows them alike instead of whichever ran last."""
+    models = {share: _gram_setup(cfg, device, share) for share in (False, True)}  # the same weights and inputs
+    times: dict[str, list[float]] = {name: [] for name in GRAM_METHODS}
+    for rep in range(reps + 1):  # repetition 0 warms up
+        for name, (_, share) in GRAM_METHODS.items():
+            model, x = models[share]
             _sync(device)
             t = time.perf_counter()
             _gram_op(name, model, x)
             _sync(device)
-            times.append(time.perf_counter() - t)
-        out[name] = {"seconds": statistics.median(times)}
-        print(f"  gram {name:17s} {out[name]['seconds']:.3f} s", file=sys.stderr)
-    k_hook = empirical_ntk(model, x, backend="hook")
-    k_opacus = empirical_ntk(model, x, backend="opacus")
+            if rep:
+                times[name].append(time.perf_counter() - t)
+    out = {}
+    for name in GRAM_METHODS:
+        out[name] = {"seconds": statistics.median(times[name]), "all_seconds": times[name]}
+        print(f"  gram {name:22s} {out[name]['seconds']:.3f} s  {[round(t, 2) for t in times[name]]}", file=sys.stderr)
+    k_hook = empirical_ntk(*models[True], backend="hook")
+    k_plain = empirical_ntk(*models[False], backend="hook")
+    k_opacus = empirical_ntk(*models[False], backend="opacus")
     out["hook_vs_opacus_rel_diff"] = ((k_hook - k_opacus).abs().max() / k_opacus.abs().max()).item()
+    out["hook_per_op_vs_opacus_rel_diff"] = ((k_plain - k_opacus).abs().max() / k_opacus.abs().max()).item()
     if memory:
         ctx = mp.get_context("spawn")
-        for name in ("forward+backward", "hook", "opacus"):
+        for name in GRAM_METHODS:
             q = ctx.Queue()
             p = ctx.Process(target=_memory_child, args=(name, cfg.to_dict(), str(device), q))
             p.start()
             out[name]["peak_bytes"] = q.get()
             p.join()
-            print(f"  peak {name:17s} {out[name]['peak_bytes'] / 2**20:.0f} MiB", file=sys.stderr)
+            print(f"  peak {name:22s} {out[name]['peak_bytes'] / 2**20:.0f} MiB", file=sys.stderr)
     return out
 
 
@@ -320,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     gram = result.get("gram", {})
     if gram:
         fb, hook, op = gram["forward+backward"], gram["hook"], gram["opacus"]
+        plain = gram["hook, per-op network"]
         rows += [("Gram: opacus / hook time", op["seconds"] / hook["seconds"], ">= 2"),
+                 ("Gram: opacus / hook time, both on the per-op network", op["seconds"] / plain["seconds"], ""),
                  ("Gram: hook / forward+backward time", hook["seconds"] / fb["seconds"], "(about 1)")]
     if gram and "peak_bytes" in gram["hook"]:
         rows.append(("Gram: hook / forward+backward peak memory", hook["peak_bytes"] / max(fb["peak_bytes"], 1),
@@ -337,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value, target in rows:
         print(f"{name:68s} {value:8.2f}  {target}")
     if gram:
-        print(f"hook vs opacus Gram max relative difference: {gram['hook_vs_opacus_rel_diff']:.2e}")
+        print(f"hook vs opacus Gram max relative difference: {gram['hook_vs_opacus_rel_diff']:.2e} "
+              f"(per-op network: {gram['hook_per_op_vs_opacus_rel_diff']:.2e})")
     if "round" in result:
         rd = result["round"]
         print(f"full round estimate: engine {rd['engine_round_seconds']:.0f} s, "

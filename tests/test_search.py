@@ -237,8 +237,8 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend):
-        calls.append((cfg, seed, device, Path(checkpoint).name, resume, backend, len(source.labels)))
+    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend, share_inputs):
+        calls.append((cfg, seed, device, Path(checkpoint).name, resume, (backend, share_inputs), len(source.labels)))
         return SearchResult(NAMED["mini5_a"], cfg, seed, [{"stage": "round", "name": "round0", "candidates": []}])
 
     monkeypatch.setattr(cli_search, "_load_source", lambda spec, res: (nano_source(), 64))
@@ -250,7 +250,7 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     cfg, seed, device, ckpt, resume, backend, n = calls[-1]
     assert (cfg.channels, cfg.ops, cfg.repeats, seed, device, ckpt, resume, backend, n) == (
-        8, ("skip_connect", "conv_3x3"), 1, 5, "cpu", "search.json", False, "hook", 24)
+        8, ("skip_connect", "conv_3x3"), 1, 5, "cpu", "search.json", False, ("hook", True), 24)
     assert json.loads(res.stdout)["genotype"] == NAMED["mini5_a"].to_dict()
     assert Genotype.from_dict(json.loads((out / "genotype.json").read_text())) == NAMED["mini5_a"]
     assert json.loads((out / "search.json").read_text())["preset"] == "tiny"
@@ -259,10 +259,11 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
     assert spec["num_classes"] == 64
     # a saved config.json loads first and flags override it
     res = runner.invoke(app, ["search", "--config", str(out / "config.json"), "--out", str(tmp_path / "run2"),
-                              "--repeats", "2", "--resume"])
+                              "--repeats", "2", "--resume", "--no-share-inputs"])
     assert res.exit_code == 0, res.output
-    cfg, seed, _, _, resume, _, _ = calls[-1]
+    cfg, seed, _, _, resume, engine, _ = calls[-1]
     assert (cfg.channels, cfg.ops, cfg.repeats, seed, resume) == (8, ("skip_connect", "conv_3x3"), 2, 5, True)
+    assert engine == ("hook", False)
 
 
 def test_cli_search_bad_preset_is_one_line_error(tmp_path, capsys):
@@ -273,3 +274,25 @@ def test_cli_search_bad_preset_is_one_line_error(tmp_path, capsys):
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown search preset 'mini6'; known presets: mini5, mini8" in err
+
+
+def test_share_inputs_changes_no_score_beyond_float_rounding():
+    """The engine's shared ReLU/pool evaluation scores every candidate as the plain per-op network does."""
+    cfg = nano_config()
+    rows = {}
+    for share in (False, True):
+        data = search_mod._Data(nano_source(), cfg, torch.device("cpu"))
+        scorer = search_mod._Scorer(cfg, 0, data, torch.device("cpu"), "hook", share_inputs=share)
+        assert scorer.kernel_net.share_inputs is share and not scorer.thin.share_inputs
+        scorer.start_stage("round0")
+        alive = search_mod.initial_alive(3)
+        rows[share] = []
+        for key in [(0, 0, 1), (1, 3, 2)]:
+            cand = alive.clone()
+            cand[key] = False
+            rows[share].append(scorer.score("round0", key, cand, alive, alive))
+    for plain, shared in zip(rows[False], rows[True]):
+        assert plain["regions"] == shared["regions"] and plain["regions_origin"] == shared["regions_origin"]
+        for k in ("cond", "cond_origin"):
+            assert plain[k] == pytest.approx(shared[k], rel=1e-4)
+        assert plain["cond"] != plain["cond_origin"]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import ConfigError
+from metantk_zoo.kernels import empirical_ntk
 from metantk_zoo.ops import DARTS_FEWSHOT
 from metantk_zoo.supernet import (
     SuperNet,
@@ -65,6 +66,44 @@ def test_removed_edge_contributes_nothing_and_dead_ops_do_not_run():
     assert net.cells[0].edges[1][2].op_a.op[1].weight.grad is not None
     with pytest.raises(ConfigError, match="'none'"):
         net.set_alive(torch.ones_like(alive))
+
+
+def _random_alive(net: SuperNet, g: torch.Generator) -> torch.Tensor:
+    """A mask with random dead ops and, on nodes with 3+ inputs, an edge removed; every node keeps a live edge."""
+    alive = net.alive.clone()
+    alive[..., 1:] = torch.rand(alive[..., 1:].shape, generator=g) < 0.6
+    alive[..., 1] |= ~alive[..., 1:].any(-1)  # no edge is removed by accident
+    alive[:, 4] = False  # node 1 keeps edges 2 and 3
+    return alive
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shared_inputs_forward_is_bitwise_the_plain_forward(dtype):
+    """``share_inputs`` computes each state's ReLU and pools once: same outputs bit for bit, same gradients up to
+    summation order, and the same NTK (hook backend) within that rounding."""
+    torch.manual_seed(0)
+    net = SuperNet.kernel_net(16, 5, 5).to(dtype).train()  # both reduction cells: stride-2 pools, FactorizedReduce
+    x = torch.randn(4, 3, 16, 16, dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    for alive in (net.alive.clone(), _random_alive(net, g), _random_alive(net, g)):
+        net.set_alive(alive)
+        outs, grads, grams = [], [], []
+        for share in (False, True):
+            net.share_inputs = share
+            net.zero_grad(set_to_none=True)
+            out = net(x)
+            out.square().sum().backward()
+            outs.append(out.detach())
+            grads.append({k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+            grams.append(empirical_ntk(net, x))
+        assert torch.equal(outs[0], outs[1])
+        assert grads[0].keys() == grads[1].keys()
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        for k in grads[0]:
+            torch.testing.assert_close(grads[1][k], grads[0][k], rtol=tol, atol=tol * grads[0][k].abs().max().item())
+        assert (grams[1] - grams[0]).abs().max() <= tol * grams[0].abs().max()
+    net.share_inputs = False
+    assert not SuperNet.thin_net().share_inputs  # region counting hooks the ops' own ReLUs
 
 
 def test_genotype_from_alive_round_trips_a_published_genotype():

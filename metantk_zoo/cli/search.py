@@ -34,6 +34,8 @@ def search_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     backend: Annotated[str, typer.Option(help="NTK backend: hook (fast, exact), opacus or func.")] = "hook",
+    share_inputs: Annotated[bool, typer.Option(
+        help="Compute the ReLU and pools shared by a state's edges once (same forward; off: every op alone).")] = True,
     method: Annotated[str | None, typer.Option(help="metantk, tenas, regions-only, metantk-only, random.")] = None,
     kernel: Annotated[str | None, typer.Option(help="maml or anil.")] = None,
     inner_lr_time: Annotated[float | None, typer.Option(help="tau (>= 1000 or inf: infinite).")] = None,
@@ -89,14 +91,14 @@ def search_command(
     source, n_train_classes = _load_source(dataset, cfg.resolution)
     out.mkdir(parents=True, exist_ok=True)
     options = {"preset": preset, "dataset": dataset, "seed": seed, "device": device, "backend": backend,
-               **cfg.to_dict()}
+               "share_inputs": share_inputs, **cfg.to_dict()}
     options["ops"] = ",".join(cfg.ops)
     from .. import __version__
 
     if rank == 0:
         write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
     result = search(source, cfg, seed=seed, device=device, checkpoint=out / "checkpoints" / "search.json",
-                    resume=resume, backend=backend)
+                    resume=resume, backend=backend, share_inputs=share_inputs)
     if rank != 0:
         return
     g = result.genotype
