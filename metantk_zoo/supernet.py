@@ -90,10 +90,23 @@ class _SearchCell(nn.Module):
                 w = 1.0 / len(live)  # softmax weight of each live op
                 for o in live:
                     op = self.edges[e][o]
-                    y = op(x) if shared is None else _apply_shared(op, x, shared, src)
+                    if shared is None:
+                        y = op(x)
+                        if len(live) > 1:
+                            y = w * y
+                        node = y if node is None else node + y
+                        continue
+                    # shared mode also accumulates in place: the op's fresh output (never x itself) is scaled
+                    # and added into a node this loop allocated; bitwise the same values, no new tensors
+                    y = _apply_shared(op, x, shared, src)
                     if len(live) > 1:
-                        y = w * y
-                    node = y if node is None else node + y
+                        y = y * w if y is x else y.mul_(w)
+                    if node is None:
+                        node, owned = y, y is not x
+                    elif owned:
+                        node.add_(y)
+                    else:
+                        node, owned = node + y, True
             if node is None:
                 raise ConfigError("a node of the supernet has no live input edge")
             states.append(node)
@@ -132,7 +145,7 @@ def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tens
     if isinstance(op, SepConv):
         return op.op_b(op.op_a.op[1:](r))
     if (src, "shifted") not in shared:  # FactorizedReduce: the same one-pixel shift as its forward
-        shared[src, "shifted"] = F.pad(r, (0, 1, 0, 1))[:, :, 1:, 1:]
+        shared[src, "shifted"] = F.pad(r, (0, 1, 0, 1))[:, :, 1:, 1:].contiguous()  # one copy, not one per conv
     return op.bn(torch.cat([op.conv_1(r), op.conv_2(shared[src, "shifted"])], dim=1))
 
 

@@ -3,15 +3,17 @@
 
 Measures (``reference/performance-facts.md``):
 
-1. **Gram**: the empirical NTK of the kernel supernet with a 5-way head (hook Gram vs opacus vs a plain
-   forward+backward), wall time (median of ``--reps``) and peak memory (each in a fresh subprocess: peak RSS
+1. **Gram**: the empirical NTK of the kernel supernet with a 5-way head: the hook Gram on the network as the search
+   runs it (``share_inputs``) and on the reference's per-op network, opacus and a plain forward+backward on the
+   per-op network; wall time (median of ``--reps``, the methods taking turns in every repetition) and peak memory (each in a fresh subprocess: peak RSS
    growth on CPU (sampled every ms after ``malloc_trim``), ``max_memory_allocated`` on CUDA).
 2. **Round scoring**: the first ``--candidates`` candidates of pruning round 0, scored by this engine (masking,
    hook Gram, the unpruned kernel once per repeat, ``unique`` region count) and by a baseline that follows the
    reference procedure (a network rebuilt per candidate with the round network's weights copied in, a no-grad
    forward of the queries per kernel to read the feature size, opacus per-sample gradients, the unpruned kernel
    recomputed for every candidate and repeat, thin networks rebuilt per candidate, region patches built per image
-   through PIL, n x n Hamming region count). The full round (126 candidates) is extrapolated from them.
+   through PIL, n x n Hamming region count), the two taking turns per candidate. The full round (126 candidates) is
+   extrapolated from them.
 
 Example (full size, slow on a CPU):  python scripts/bench_search.py --json bench.json
 Reduced configuration (a minute):    python scripts/bench_search.py --quick
@@ -220,25 +222,25 @@ def bench_round(cfg: SearchConfig, device: torch.device, n_cand: int) -> dict:
     n_round = len(cands)
     cands = cands[:n_cand]
 
-    def timed(name: str, score) -> list[float]:
-        times = []
-        for key in cands:
-            cand = alive.clone()
-            cand[key] = False
+    scorer = _Scorer(cfg, 0, data, device, "hook")
+    scorer.start_stage("round0")
+    origin_net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes).to(device).train()
+    methods = {
+        "engine": lambda key, cand: scorer.score("round0", key, cand, alive, alive),
+        "reference": lambda key, cand: reference_candidate(cfg, data, origin_net, alive, cand, key, device),
+    }
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for key in cands:  # the two take turns per candidate, so drifting machine speed slows both alike
+        cand = alive.clone()
+        cand[key] = False
+        for name, score in methods.items():
             _sync(device)
             t = time.perf_counter()
             score(key, cand)
             _sync(device)
-            times.append(time.perf_counter() - t)
-            print(f"  {name:9s} candidate {key}: {times[-1]:.2f} s", file=sys.stderr)
-        return times
-
-    scorer = _Scorer(cfg, 0, data, device, "hook")
-    scorer.start_stage("round0")
-    engine = timed("engine", lambda key, cand: scorer.score("round0", key, cand, alive, alive))
-    origin_net = SuperNet.kernel_net(cfg.channels, cfg.num_cells, cfg.num_classes).to(device).train()
-    baseline = timed("reference", lambda key, cand: reference_candidate(cfg, data, origin_net, alive, cand, key,
-                                                                         device))
+            times[name].append(time.perf_counter() - t)
+            print(f"  {name:9s} candidate {key}: {times[name][-1]:.2f} s", file=sys.stderr)
+    engine, baseline = times["engine"], times["reference"]
 
     per_cand = statistics.mean(engine[1:]) if len(engine) > 1 else engine[0]
     origin = max(engine[0] - per_cand, 0.0)  # the unpruned kernels, computed in the first call
