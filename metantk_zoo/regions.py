@@ -72,7 +72,8 @@ def count_linear_regions(model: nn.Module, batches: Iterable[torch.Tensor]) -> i
     Returns:
         The number of distinct ReLU sign patterns among all samples.
     """
-    patterns = [activation_patterns(model, x) for x in batches]
+    with torch.no_grad():  # patterns need no graph
+        patterns = [activation_patterns(model, x) for x in batches]
     if not patterns:
         raise KernelError("no input batch given to count linear regions")
     return count_distinct_rows(torch.cat(patterns, 0))

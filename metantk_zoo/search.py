@@ -448,6 +448,7 @@ class _Scorer:
                                                   share_inputs=share_inputs)
             self.kernel_net.to(device).train()
         self.thin = SuperNet.thin_net(cfg.region_channels, space=cfg.space).to(device).train()
+        self.thin.share_inputs = share_inputs
         self._origin: dict[tuple, tuple[float, bool]] = {}
 
     def start_stage(self, stage: str) -> None:
@@ -571,9 +572,10 @@ def search(
         checkpoint: a JSON file written atomically after every stage (rank 0 only).
         resume: continue from ``checkpoint`` if it exists (it must have the same config and seed).
         backend: per-sample-gradient backend of the NTK (``hook``, ``opacus`` or ``func``).
-        share_inputs: the kernel network computes the ReLU and pools that all ops on one state's edges start with
-            once (:class:`~metantk_zoo.supernet.SuperNet`); the same forward, a different float summation order in
-            the backward (about 1e-8 relative in the kernel). ``False`` runs every op on its own as the reference.
+        share_inputs: the kernel and thin networks compute the ReLU and pools that all ops on one state's edges
+            start with once (:class:`~metantk_zoo.supernet.SuperNet`); the same forward and region counts, a
+            different float summation order in the kernel's backward (about 1e-8 relative). ``False`` runs every op
+            on its own as the reference.
         show_progress: a progress bar per stage on stderr.
 
     Returns:

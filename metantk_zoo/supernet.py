@@ -121,8 +121,10 @@ def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tens
     ``shared`` (keyed by state, kind and stride) and only the op's weighted tail runs. The forward values are
     bitwise those of ``op(x)``; autograd sums the gradients of a shared tensor before its backward instead of
     after, a different float summation order (about 1e-8 relative in a float32 NTK). CPU max pools run in
-    channels_last (bitwise equal, 2-2.5x faster on a 2-core CPU). The ops' own ``nn.ReLU`` modules are bypassed,
-    so hooks on them do not fire (the linear-region count hooks ReLUs: the thin network never shares).
+    channels_last (bitwise equal, 2-2.5x faster on a 2-core CPU). The shared ReLU runs through the first op's own
+    ``nn.ReLU`` module and the other ops' ReLU modules do not run, so a ReLU hook records each state's pattern once
+    instead of once per op: identical columns, which leave the number of distinct activation patterns (the
+    linear-region count) unchanged.
     """
     if isinstance(op, Identity):
         return x
@@ -137,8 +139,9 @@ def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tens
         return op.bn(shared[key])
     if not isinstance(op, (DilConv, FacConv, SepConv, FactorizedReduce)):
         return op(x)
-    if (src, "relu") not in shared:
-        shared[src, "relu"] = torch.relu(x)
+    if (src, "relu") not in shared:  # through the op's own ReLU module, so ReLU hooks see each pattern once
+        shared[src, "relu"] = (op.op_a.op[0] if isinstance(op, SepConv) else op.relu if isinstance(
+            op, FactorizedReduce) else op.op[0])(x)
     r = shared[src, "relu"]
     if isinstance(op, (DilConv, FacConv)):
         return op.op[1:](r)
@@ -162,8 +165,8 @@ class SuperNet(nn.Module):
         reductions: explicit per-cell reduction flags (the thin net uses ``(False, True)``).
         in_chans: input channels.
         share_inputs: compute the ReLU and the pools that the ops on one state's edges all start with once per
-            state (bitwise the same forward, faster; the search's kernel network uses it). Hooks on the ops'
-            leading ``nn.ReLU`` modules then do not fire, so region counting needs it off. Settable later.
+            state (bitwise the same forward, faster; the search uses it). ReLU hooks then see each state's ReLU
+            once instead of once per op (the same distinct activation patterns). Settable later.
 
     Shapes: ``forward_features`` (B, in_chans, H, W) -> (B, 12C); ``forward`` -> (B, num_classes).
     """

@@ -283,7 +283,7 @@ def test_share_inputs_changes_no_score_beyond_float_rounding():
     for share in (False, True):
         data = search_mod._Data(nano_source(), cfg, torch.device("cpu"))
         scorer = search_mod._Scorer(cfg, 0, data, torch.device("cpu"), "hook", share_inputs=share)
-        assert scorer.kernel_net.share_inputs is share and not scorer.thin.share_inputs
+        assert scorer.kernel_net.share_inputs is share and scorer.thin.share_inputs is share
         scorer.start_stage("round0")
         alive = search_mod.initial_alive(3)
         rows[share] = []

@@ -8,6 +8,7 @@ from torch import nn
 
 from metantk_zoo.errors import ConfigError
 from metantk_zoo.kernels import empirical_ntk
+from metantk_zoo.regions import activation_patterns, count_linear_regions
 from metantk_zoo.ops import DARTS_FEWSHOT
 from metantk_zoo.supernet import (
     SuperNet,
@@ -102,8 +103,28 @@ def test_shared_inputs_forward_is_bitwise_the_plain_forward(dtype):
         for k in grads[0]:
             torch.testing.assert_close(grads[1][k], grads[0][k], rtol=tol, atol=tol * grads[0][k].abs().max().item())
         assert (grams[1] - grams[0]).abs().max() <= tol * grams[0].abs().max()
-    net.share_inputs = False
-    assert not SuperNet.thin_net().share_inputs  # region counting hooks the ops' own ReLUs
+
+
+def test_shared_inputs_keep_the_activation_patterns_up_to_duplicate_columns():
+    """With ``share_inputs`` a state's ReLU pattern is recorded once instead of once per op: fewer, identical
+    columns, hence the same distinct rows (the linear-region count), for random masks and both thin-net cells."""
+    torch.manual_seed(0)
+    thin = SuperNet.thin_net().train()
+    assert not thin.share_inputs  # off unless asked for
+    g = torch.Generator().manual_seed(2)
+    for alive in (thin.alive.clone(), _random_alive(thin, g), _random_alive(thin, g)):
+        thin.set_alive(alive)
+        batches = [torch.randn(300, 1, 3, 3, generator=g).round() for _ in range(2)]  # ties: repeated patterns
+        counts, widths = [], []
+        for share in (False, True):
+            thin.share_inputs = share
+            torch.manual_seed(3)
+            pats = torch.cat([activation_patterns(thin, b) for b in batches])
+            widths.append(pats.shape[1])
+            counts.append(count_linear_regions(thin, batches))
+            assert counts[-1] == torch.unique(pats, dim=0).shape[0]
+        assert counts[0] == counts[1] and 1 < counts[0] < 600
+        assert widths[1] < widths[0]
 
 
 def test_genotype_from_alive_round_trips_a_published_genotype():
