@@ -12,8 +12,8 @@ Measures (``reference/performance-facts.md``):
    reference procedure (a network rebuilt per candidate with the round network's weights copied in, a no-grad
    forward of the queries per kernel to read the feature size, opacus per-sample gradients, the unpruned kernel
    recomputed for every candidate and repeat, thin networks rebuilt per candidate, region patches built per image
-   through PIL, n x n Hamming region count), the two taking turns per candidate. The full round (126 candidates) is
-   extrapolated from them.
+   through PIL, n x n Hamming region count), timed as blocks engine / reference / engine. The full round (126
+   candidates) is extrapolated from them.
 
 Example (full size, slow on a CPU):  python scripts/bench_search.py --json bench.json
 Reduced configuration (a minute):    python scripts/bench_search.py --quick
@@ -230,25 +230,29 @@ def bench_round(cfg: SearchConfig, device: torch.device, n_cand: int) -> dict:
         "reference": lambda key, cand: reference_candidate(cfg, data, origin_net, alive, cand, key, device),
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for key in cands:  # the two take turns per candidate, so drifting machine speed slows both alike
-        cand = alive.clone()
-        cand[key] = False
-        for name, score in methods.items():
+    # engine, reference, engine again: each runs its candidates back to back as a search does (the engine's heap
+    # stays warm), and the engine's two blocks bracket the reference's, so a machine whose speed drifts during the
+    # run moves both measurements alike
+    for name in ("engine", "reference", "engine"):
+        for key in cands:
+            cand = alive.clone()
+            cand[key] = False
             _sync(device)
             t = time.perf_counter()
-            score(key, cand)
+            methods[name](key, cand)
             _sync(device)
             times[name].append(time.perf_counter() - t)
             print(f"  {name:9s} candidate {key}: {times[name][-1]:.2f} s", file=sys.stderr)
     engine, baseline = times["engine"], times["reference"]
 
-    per_cand = statistics.mean(engine[1:]) if len(engine) > 1 else engine[0]
+    per_cand = statistics.mean(engine[1:])  # the second block reuses the unpruned kernels of the first call
     origin = max(engine[0] - per_cand, 0.0)  # the unpruned kernels, computed in the first call
     engine_round = origin + n_round * per_cand
     baseline_round = n_round * statistics.mean(baseline)
     return {"candidates_timed": len(cands), "round_candidates": n_round, "engine_seconds": engine,
             "baseline_seconds": baseline, "engine_round_seconds": engine_round,
-            "baseline_round_seconds": baseline_round, "measured_ratio": sum(baseline) / sum(engine),
+            "baseline_round_seconds": baseline_round,
+            "measured_ratio": statistics.mean(baseline) / statistics.mean(engine),
             "round_ratio": baseline_round / engine_round}
 
 
