@@ -38,7 +38,6 @@ from huggingface_hub import (
     CommitOperationAdd,
     EvalResult,
     HfApi,
-    ModelCard,
     ModelCardData,
     scan_cache_dir,
     snapshot_download,
