@@ -62,8 +62,17 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(out_chs, affine=affine),
         )
 
+    @property
+    def leading_relu(self) -> nn.Module:
+        """The ``nn.ReLU`` the op starts with."""
+        return self.op[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
+
+    def forward_relu(self, r: torch.Tensor) -> torch.Tensor:
+        """The op on an input that already went through :attr:`leading_relu` (``forward(x)`` is this of ReLU(x))."""
+        return self.op[1:](r)
 
 
 class SepConv(nn.Module):
@@ -76,8 +85,17 @@ class SepConv(nn.Module):
         self.op_a = DilConv(in_chs, in_chs, kernel_size, stride, padding, dilation, affine)
         self.op_b = DilConv(in_chs, out_chs, kernel_size, 1, padding, dilation, affine)
 
+    @property
+    def leading_relu(self) -> nn.Module:
+        """The ``nn.ReLU`` the op starts with."""
+        return self.op_a.leading_relu
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op_b(self.op_a(x))
+
+    def forward_relu(self, r: torch.Tensor) -> torch.Tensor:
+        """The op on an input that already went through :attr:`leading_relu`."""
+        return self.op_b(self.op_a.forward_relu(r))
 
 
 class FacConv(nn.Module):
@@ -92,8 +110,17 @@ class FacConv(nn.Module):
             nn.BatchNorm2d(out_chs, affine=affine),
         )
 
+    @property
+    def leading_relu(self) -> nn.Module:
+        """The ``nn.ReLU`` the op starts with."""
+        return self.op[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
+
+    def forward_relu(self, r: torch.Tensor) -> torch.Tensor:
+        """The op on an input that already went through :attr:`leading_relu`."""
+        return self.op[1:](r)
 
 
 class PoolBN(nn.Module):
@@ -149,10 +176,24 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(in_chs, out_chs - half, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(out_chs, affine=affine)
 
+    @property
+    def leading_relu(self) -> nn.Module:
+        """The ``nn.ReLU`` the op starts with."""
+        return self.relu
+
+    @staticmethod
+    def shift(x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the same shape moved up-left by one pixel (zero-padded right and bottom), a strided view."""
+        return F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]  # (B, C, H, W), moved up-left by one pixel
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.forward_relu(self.relu(x))
+
+    def forward_relu(self, r: torch.Tensor, shifted: torch.Tensor | None = None) -> torch.Tensor:
+        """The op on an input that already went through :attr:`leading_relu`; ``shifted``: ``shift(r)`` if
+        already computed."""
+        shifted = self.shift(r) if shifted is None else shifted
+        return self.bn(torch.cat([self.conv_1(r), self.conv_2(shifted)], dim=1))
 
 
 def cell_preprocess(prev_prev_chs: int, prev_chs: int, chs: int, reduction_prev: bool) -> tuple[nn.Module, nn.Module]:

@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
@@ -90,27 +89,20 @@ class _SearchCell(nn.Module):
                 w = 1.0 / len(live)  # softmax weight of each live op
                 for o in live:
                     op = self.edges[e][o]
-                    if shared is None:
-                        y = op(x)
-                        if len(live) > 1:
-                            y = w * y
-                        node = y if node is None else node + y
-                        continue
-                    # shared mode also accumulates in place: the op's fresh output (never x itself) is scaled
-                    # and added into a node this loop allocated; bitwise the same values, no new tensors
-                    y = _apply_shared(op, x, shared, src)
+                    y = op(x) if shared is None else _apply_shared(op, x, shared, src)
                     if len(live) > 1:
-                        y = y * w if y is x else y.mul_(w)
-                    if node is None:
-                        node, owned = y, y is not x
-                    elif owned:
-                        node.add_(y)
-                    else:
-                        node, owned = node + y, True
+                        y = w * y
+                    node = y if node is None else node + y
             if node is None:
                 raise ConfigError("a node of the supernet has no live input edge")
             states.append(node)
         return torch.cat(states[2:], dim=1)  # (B, 3C, H', W')
+
+
+def _plain_tensor(x: torch.Tensor) -> bool:
+    """False inside ``torch.func`` transforms (vmap cannot clone into channels_last) or where torch cannot tell."""
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return is_wrapped is not None and not is_wrapped(x)
 
 
 def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tensor], src: int) -> torch.Tensor:
@@ -121,10 +113,10 @@ def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tens
     ``shared`` (keyed by state, kind and stride) and only the op's weighted tail runs. The forward values are
     bitwise those of ``op(x)``; autograd sums the gradients of a shared tensor before its backward instead of
     after, a different float summation order (about 1e-8 relative in a float32 NTK). CPU max pools run in
-    channels_last (bitwise equal, 2-2.5x faster on a 2-core CPU). The shared ReLU runs through the first op's own
-    ``nn.ReLU`` module and the other ops' ReLU modules do not run, so a ReLU hook records each state's pattern once
-    instead of once per op: identical columns, which leave the number of distinct activation patterns (the
-    linear-region count) unchanged.
+    channels_last (bitwise equal, 2-2.5x faster on a 2-core CPU) except inside ``torch.func`` transforms. The
+    shared ReLU runs through the first op's own ``leading_relu`` module and the other ops' ReLU modules do not run,
+    so a ReLU hook records each state's pattern once instead of once per op: identical columns, which leave the
+    number of distinct activation patterns (the linear-region count) unchanged.
     """
     if isinstance(op, Identity):
         return x
@@ -132,7 +124,7 @@ def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tens
         pool = op.pool
         key = (src, type(pool).__name__, pool.stride)
         if key not in shared:
-            if isinstance(pool, nn.MaxPool2d) and x.device.type == "cpu" and x.dim() == 4:
+            if isinstance(pool, nn.MaxPool2d) and x.device.type == "cpu" and x.dim() == 4 and _plain_tensor(x):
                 shared[key] = pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
             else:
                 shared[key] = pool(x)
@@ -140,16 +132,13 @@ def _apply_shared(op: nn.Module, x: torch.Tensor, shared: dict[tuple, torch.Tens
     if not isinstance(op, (DilConv, FacConv, SepConv, FactorizedReduce)):
         return op(x)
     if (src, "relu") not in shared:  # through the op's own ReLU module, so ReLU hooks see each pattern once
-        shared[src, "relu"] = (op.op_a.op[0] if isinstance(op, SepConv) else op.relu if isinstance(
-            op, FactorizedReduce) else op.op[0])(x)
+        shared[src, "relu"] = op.leading_relu(x)
     r = shared[src, "relu"]
-    if isinstance(op, (DilConv, FacConv)):
-        return op.op[1:](r)
-    if isinstance(op, SepConv):
-        return op.op_b(op.op_a.op[1:](r))
-    if (src, "shifted") not in shared:  # FactorizedReduce: the same one-pixel shift as its forward
-        shared[src, "shifted"] = F.pad(r, (0, 1, 0, 1))[:, :, 1:, 1:].contiguous()  # one copy, not one per conv
-    return op.bn(torch.cat([op.conv_1(r), op.conv_2(shared[src, "shifted"])], dim=1))
+    if not isinstance(op, FactorizedReduce):
+        return op.forward_relu(r)
+    if (src, "shifted") not in shared:
+        shared[src, "shifted"] = op.shift(r).contiguous()  # one copy per state, not one per conv
+    return op.forward_relu(r, shared[src, "shifted"])
 
 
 class SuperNet(nn.Module):

@@ -81,7 +81,7 @@ def _random_alive(net: SuperNet, g: torch.Generator) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shared_inputs_forward_is_bitwise_the_plain_forward(dtype):
     """``share_inputs`` computes each state's ReLU and pools once: same outputs bit for bit, same gradients up to
-    summation order, and the same NTK (hook backend) within that rounding."""
+    summation order, and the same NTK (hook, opacus and torch.func backends) within that rounding."""
     torch.manual_seed(0)
     net = SuperNet.kernel_net(16, 5, 5).to(dtype).train()  # both reduction cells: stride-2 pools, FactorizedReduce
     x = torch.randn(4, 3, 16, 16, dtype=dtype)
@@ -103,6 +103,10 @@ def test_shared_inputs_forward_is_bitwise_the_plain_forward(dtype):
         for k in grads[0]:
             torch.testing.assert_close(grads[1][k], grads[0][k], rtol=tol, atol=tol * grads[0][k].abs().max().item())
         assert (grams[1] - grams[0]).abs().max() <= tol * grams[0].abs().max()
+        # every backend runs on the shared network (opacus's backward hooks forbid in-place edits of outputs)
+        for backend in ("opacus", "func"):
+            k = empirical_ntk(net, x, backend=backend)
+            assert (k - grams[0]).abs().max() <= tol * grams[0].abs().max()
 
 
 def test_shared_inputs_keep_the_activation_patterns_up_to_duplicate_columns():
