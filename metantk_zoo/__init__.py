@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-from . import models  # noqa: F401  (registers the timm entrypoints)
-from . import conv4  # noqa: F401  (registers metantk_conv4)
+from . import models  # noqa: F401  (registers the timm entrypoints: metantk_* cells and metantk_conv4)
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -20,8 +19,7 @@ from .errors import (
     MetantkZooError,
 )
 from .genotype import Genotype
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "__version__",

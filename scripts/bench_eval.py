@@ -46,10 +46,9 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     import metantk_zoo  # noqa: F401
-    from metantk_zoo.cli.evaluate import SplitImages
-    from metantk_zoo.cli.train import reseed
     from metantk_zoo.data import EpisodeSampler, load_fewshot
-    from metantk_zoo.evaluate import Episodes, evaluate_fewshot, mean_confidence_interval, protocol_config
+    from metantk_zoo.fewshot.evaluate import Episodes, evaluate_fewshot, mean_confidence_interval, protocol_config
+    from metantk_zoo.pipeline import SplitImages, reseed
 
     kw = {"init_channels": args.init_channels} if args.init_channels else {}
     model = timm.create_model(args.model, num_classes=0, **kw).eval()

@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metantk_zoo.kernels import condition_number, empirical_ntk, meta_ntk  # noqa: E402
-from metantk_zoo.regions import activation_patterns  # noqa: E402
-from metantk_zoo.search import SearchConfig, TensorSource, _Data, _rng, _Scorer, _WithHead  # noqa: E402
-from metantk_zoo.supernet import SuperNet, initial_alive, reset_parameters  # noqa: E402
+from metantk_zoo.nas.kernels import condition_number, empirical_ntk, meta_ntk  # noqa: E402
+from metantk_zoo.nas.loop import SearchConfig, TensorSource, _Data, _rng, _Scorer, _WithHead  # noqa: E402
+from metantk_zoo.nas.regions import activation_patterns  # noqa: E402
+from metantk_zoo.nas.supernet import SuperNet, initial_alive, reset_parameters  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -163,8 +163,9 @@ def _pil_patches(data, cfg: SearchConfig, g: torch.Generator) -> list[torch.Tens
     import numpy as np
     from PIL import Image
 
-    from metantk_zoo.search import _draw
-    from metantk_zoo.search_inputs import MINI_MEAN, MINI_STD
+    from metantk_zoo.data.constants import MINI_IMAGENET_MEAN as MINI_MEAN
+    from metantk_zoo.data.constants import MINI_IMAGENET_STD as MINI_STD
+    from metantk_zoo.nas.loop import _draw
 
     idx = _draw(len(data.labels), cfg.region_batches * cfg.region_patches, g)
     images = data.load(idx).cpu()

@@ -21,9 +21,9 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import metantk_zoo  # noqa: E402,F401
-from metantk_zoo.cli.meta import episode_fn  # noqa: E402
 from metantk_zoo.data import load_fewshot  # noqa: E402
-from metantk_zoo.meta import METHODS, adapted_accuracies, make_meta_config, make_outer_optimizer, meta_step  # noqa: E402
+from metantk_zoo.meta.trainer import METHODS, adapted_accuracies, make_meta_config, make_outer_optimizer, meta_step  # noqa: E402
+from metantk_zoo.pipeline import episode_fn  # noqa: E402
 
 
 def main() -> None:

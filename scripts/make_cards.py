@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from metantk_zoo.cards import render_cards_folder  # noqa: E402
+from metantk_zoo.hub.cards import render_cards_folder  # noqa: E402
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm  # noqa: E402
 
 import metantk_zoo  # noqa: E402,F401
-from metantk_zoo.train import TensorBatchSource, preset_config, train_rfs  # noqa: E402
+from metantk_zoo.train.loop import TensorBatchSource, preset_config, train_rfs  # noqa: E402
 
 
 def tiny_data(n: int = 48, classes: int = 4, size: int = 16, seed: int = 0, augment: bool = True) -> TensorBatchSource:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import metantk_zoo  # noqa: F401  (registers the timm models)
-from metantk_zoo.zoo import NAMED
+from metantk_zoo.models.genotypes import NAMED
 
 #: ``METANTK_TEST_DEVICE=cuda pytest -m gpu`` runs the device-aware tests on a GPU (timm's TORCH_DEVICE pattern).
 TEST_DEVICE = torch.device(os.environ.get("METANTK_TEST_DEVICE", "cpu"))

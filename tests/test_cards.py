@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from metantk_zoo import cards
 from metantk_zoo.errors import GenotypeError
-from metantk_zoo.zoo import NAMED
-from metantk_zoo.zoo_table import zoo_table
+from metantk_zoo.hub import cards
+from metantk_zoo.models.complexity import zoo_table
+from metantk_zoo.models.genotypes import NAMED
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import typer
-
 from typer.testing import CliRunner
 
 import metantk_zoo

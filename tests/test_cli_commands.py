@@ -69,13 +69,12 @@ def test_unknown_dataset(capsys, tmp_path):
 def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     """A demo stopped part-way (here: the random-cell training dies) continues with --resume: finished stages are
     skipped, not redone, and the run completes."""
-    from metantk_zoo.cli import demo as demo_cli
-    from metantk_zoo.cli import train as train_cli
+    from metantk_zoo import pipeline
 
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--dataset", "synthetic:size=16,per_class=8,classes=40", "--epochs", "1", "--init-channels", "4",
             "--num-cells", "3", "--episodes", "4", "--n-query", "2", "--image-size", "16"]
-    real_train = train_cli.train_command
+    real_train = pipeline.run_train
     calls = []
 
     def dying_train(**kwargs):
@@ -84,16 +83,16 @@ def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt  # as if the process were killed during the second training
         return real_train(**kwargs)
 
-    monkeypatch.setattr(train_cli, "train_command", dying_train)
+    monkeypatch.setattr(pipeline, "run_train", dying_train)
     with pytest.raises(SystemExit) as interrupted:
         main(args)
     assert interrupted.value.code == 130  # Ctrl-C / SIGINT convention
-    state = json.loads((out / demo_cli.STATE_FILE).read_text())
+    state = json.loads((out / pipeline.DEMO_STATE_FILE).read_text())
     assert list(state["done"]) == ["search", "random", "train-search"]
     genotype_file = out / "search" / "genotype.json"
     stamp = genotype_file.stat().st_mtime_ns
 
-    monkeypatch.setattr(train_cli, "train_command", real_train)
+    monkeypatch.setattr(pipeline, "run_train", real_train)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # without --resume the existing run is protected
         main(args)
@@ -105,8 +104,8 @@ def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     assert "[demo] search: done earlier, skipped" in captured.err
     assert "[demo] train-search: done earlier, skipped" in captured.err
     assert genotype_file.stat().st_mtime_ns == stamp  # the search was not redone
-    state = json.loads((out / demo_cli.STATE_FILE).read_text())
-    assert list(state["done"]) == list(demo_cli.STAGES)
+    state = json.loads((out / pipeline.DEMO_STATE_FILE).read_text())
+    assert list(state["done"]) == list(pipeline.DEMO_STAGES)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["export"]["logits_equal"] is True
     assert set(summary["results"]) == {"search", "random", "untrained"}

@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 
-from metantk_zoo.conv4 import Conv4
-from metantk_zoo.zoo_table import count_parameters
+from metantk_zoo.models.complexity import count_parameters
+from metantk_zoo.models.conv4 import Conv4
 
 
 def test_registered_and_maml_layout():

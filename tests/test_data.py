@@ -19,9 +19,9 @@ from metantk_zoo.data import (
     with_torch_transform,
     write_manifest,
 )
+from metantk_zoo.data.constants import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
 from metantk_zoo.data.synthetic import SyntheticConfig, render_class
 from metantk_zoo.errors import DatasetError
-from metantk_zoo.models import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
 from tests._data_helpers import SMALL_SYNTHETIC
 
 
@@ -164,12 +164,17 @@ def test_with_torch_transform_decodes_batches(small):
 
 
 def test_statistics_match_the_models_pretrained_cfg():
-    from metantk_zoo import search_inputs
-    from metantk_zoo.data import transforms
+    import timm
 
-    assert transforms.tenas_augment is search_inputs.tenas_augment  # one implementation, re-exported
-    assert transforms.CIFAR_MEAN == search_inputs.CIFAR_MEAN and transforms.CIFAR_STD == search_inputs.CIFAR_STD
+    from metantk_zoo.data import constants, transforms
+    from metantk_zoo.nas import inputs as search_inputs
+
+    # one definition of each statistic (data/constants.py), read by the transforms, the search and the models
+    assert transforms.CIFAR_MEAN is constants.CIFAR_MEAN and search_inputs.CIFAR_MEAN is constants.CIFAR_MEAN
     assert transforms.MINI_IMAGENET_MEAN == MINI_IMAGENET_MEAN and transforms.MINI_IMAGENET_STD == MINI_IMAGENET_STD
+    cfg = timm.create_model("metantk_nano").pretrained_cfg
+    assert tuple(cfg["mean"]) == MINI_IMAGENET_MEAN and tuple(cfg["std"]) == MINI_IMAGENET_STD
+    assert MINI_IMAGENET_MEAN[0] == 120.39586422 / 255  # RFS statistics (method-facts §7)
 
 
 def test_eval_transform_normalises_with_mini_statistics():

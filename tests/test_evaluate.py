@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import ConfigError, DatasetError
-from metantk_zoo.evaluate import (
-    EvalResult,
+from metantk_zoo.fewshot.evaluate import (
     Episodes,
+    EvalResult,
     episode_accuracies,
     evaluate_features,
     evaluate_fewshot,
@@ -23,7 +23,6 @@ from metantk_zoo.evaluate import (
     protocol_config,
     save_eval_result,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from metantk_zoo.genotype import GENOTYPE_OPS, Genotype, GenotypeError
-from metantk_zoo.ops import DARTS_FEWSHOT, OPS, SEARCH_SPACES
-from metantk_zoo.zoo import NAMED, PUBLISHED
+from metantk_zoo.models.genotypes import NAMED, PUBLISHED
+from metantk_zoo.models.ops import DARTS_FEWSHOT, OPS, SEARCH_SPACES
 
 GOOD = PUBLISHED[0].text
 

@@ -52,9 +52,10 @@ from pathlib import Path  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 
-from metantk_zoo import hub, rundir  # noqa: E402
 from metantk_zoo.errors import CheckpointError, GenotypeError, HubError  # noqa: E402
-from metantk_zoo.zoo import NAMED  # noqa: E402
+from metantk_zoo.hub import push_pull as hub  # noqa: E402
+from metantk_zoo.models.genotypes import NAMED  # noqa: E402
+from metantk_zoo.utils import rundir
 from tests.hub_server import client_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +219,7 @@ _MANIFEST_CLIENT = r"""
 import json, sys, torch, timm
 import metantk_zoo
 from metantk_zoo.errors import HubError
-from metantk_zoo.io import load_weights
+from metantk_zoo.utils.io import load_weights
 state = load_weights(sys.argv[1])
 model = timm.create_model("metantk_cell5.hubtest", pretrained=True)
 assert model.pretrained_cfg["hf_hub_id"].startswith("org/metantk_cell5.hubtest@")
@@ -233,7 +234,7 @@ print(json.dumps({"same": same, "refused": refused}))
 
 
 def test_manifest_tag_resolves_to_its_repository_with_the_hash_checked(local_hub, tmp_path, monkeypatch):
-    from metantk_zoo.manifests import read_manifest
+    from metantk_zoo.models._manifests import read_manifest
 
     run = tmp_path / "cell5"
     model = timm.create_model("metantk_cell5")
@@ -263,7 +264,7 @@ def test_manifest_tag_resolves_to_its_repository_with_the_hash_checked(local_hub
 
 
 def test_packaged_manifests_are_the_documented_hub_folder():
-    from metantk_zoo.manifests import PACKAGED_DIR, load_manifests
+    from metantk_zoo.models._manifests import PACKAGED_DIR, load_manifests
 
     top = {p.name: p.read_bytes() for p in (ROOT / "hub").iterdir() if p.is_file()}
     packaged = {p.name: p.read_bytes() for p in PACKAGED_DIR.iterdir() if p.is_file()}
@@ -275,7 +276,7 @@ def test_packaged_manifests_are_the_documented_hub_folder():
                                                ("tag", "Bad-Tag", "lower-case")])
 def test_malformed_manifests_are_refused(tmp_path, field, value, words):
     from metantk_zoo.errors import ConfigError
-    from metantk_zoo.manifests import read_manifest
+    from metantk_zoo.models._manifests import read_manifest
 
     d = {"architecture": "metantk_cell5", "tag": "t", "repo_id": "org/x", "revision": "a" * 40,
          "files": {"model.safetensors": "b" * 64}, field: value}

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import KernelError
-from metantk_zoo.kernels import NAN_CONDITION, condition_number, empirical_ntk, ieee_fp32, meta_ntk
-from metantk_zoo.search import _WithHead
-from metantk_zoo.supernet import SuperNet
+from metantk_zoo.nas.kernels import NAN_CONDITION, condition_number, empirical_ntk, ieee_fp32, meta_ntk
+from metantk_zoo.nas.loop import _WithHead
+from metantk_zoo.nas.supernet import SuperNet
 
 
 def _mlp() -> nn.Module:
@@ -75,7 +75,7 @@ def test_backends_agree_on_a_supernet_float64():
 def test_blocked_hook_gram_equals_the_one_shot_gram(monkeypatch, dtype):
     """The hook backend casts and reduces per-sample gradients a block of columns at a time (``GRAM_CHUNK``); the
     block size changes only the float64 summation order, never the kernel."""
-    import metantk_zoo.kernels as kernels
+    import metantk_zoo.nas.kernels as kernels
 
     model = _supernet_model().to(dtype)
     x = torch.randn(6, 3, 8, 8, dtype=dtype)
@@ -111,7 +111,7 @@ def _dense_conv_model() -> nn.Module:
 def test_hook_dense_conv_paths_equal_torch_func(monkeypatch, ratio, use_bias):
     """Dense convs go by per-offset matmuls (ratio 0: all of them) or by one batch-folded grouped
     convolution-backward (huge ratio: all but the 1x1s); both equal the torch.func Gram layer by layer."""
-    import metantk_zoo.kernels as kernels
+    import metantk_zoo.nas.kernels as kernels
 
     model = _dense_conv_model()
     x = torch.randn(5, 3, 11, 11, dtype=torch.float64)
@@ -128,7 +128,7 @@ def test_hook_dense_conv_paths_equal_torch_func(monkeypatch, ratio, use_bias):
 def test_hook_takes_the_offset_path_for_wide_convs_on_small_maps(monkeypatch):
     """The path rule: a dense conv with out*in channels > OFFSET_PATH_RATIO x output pixels skips the grouped
     convolution-backward (observed through the ATen call); a narrow conv on a large map uses it."""
-    import metantk_zoo.kernels as kernels
+    import metantk_zoo.nas.kernels as kernels
 
     calls = []
     real = torch.ops.aten.convolution_backward

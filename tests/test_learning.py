@@ -17,8 +17,8 @@ import torch
 
 import metantk_zoo  # noqa: F401
 from metantk_zoo.cli import main
-from metantk_zoo.cli.evaluate import run_eval
-from metantk_zoo.rundir import create_model_from_run
+from metantk_zoo.pipeline import run_eval
+from metantk_zoo.utils.rundir import create_model_from_run
 
 DATASET = "synthetic:size=32"
 ARGS = {"num_cells": 3, "init_channels": 16}

@@ -11,8 +11,8 @@ import torch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 from metantk_zoo.errors import CheckpointError, ConfigError
-from metantk_zoo.meta import MetaConfig, NormalizedSGD, train_meta
-from metantk_zoo.train import TRAINING_METHODS
+from metantk_zoo.meta.trainer import MetaConfig, NormalizedSGD, train_meta
+from metantk_zoo.train.loop import TRAINING_METHODS
 
 
 def _episodes(i: int, n_way: int = 3, n_shot: int = 1, n_query: int = 2, size: int = 16):
@@ -68,7 +68,7 @@ def test_run_directory_and_resume_replays_the_run(tmp_path):
     strip = lambda hs: [{k: v for k, v in h.items() if k != "sec_per_step"} for h in hs]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)
     ref = _model()
-    from metantk_zoo.io import load_weights
+    from metantk_zoo.utils.io import load_weights
 
     ref.load_state_dict(load_weights(tmp_path / "full" / "model.safetensors"))
     for (n, a), b in zip(resumed_model.state_dict().items(), ref.state_dict().values()):
@@ -94,7 +94,7 @@ def test_bad_inputs(tmp_path):
 def test_normalized_sgd_state_survives_a_checkpoint(tmp_path):
     model = _model()
     train_meta(model, _episodes, _cfg(meta_steps=2), run_dir=tmp_path / "r")
-    from metantk_zoo.train import Checkpointer
+    from metantk_zoo.train.loop import Checkpointer
 
     tensors, meta = Checkpointer(tmp_path / "r").load()
     assert any(k.endswith("momentum_buffer") for k in tensors)

@@ -9,11 +9,11 @@ from safetensors.torch import load_file, save_file
 
 from metantk_zoo.errors import GenotypeError
 from metantk_zoo.genotype import Genotype
-from metantk_zoo.models import ZOO_ENTRIES
-from metantk_zoo.network import FewShotNetwork, reduction_indices
-from metantk_zoo.ops import OPS
-from metantk_zoo.zoo import NAMED
-from metantk_zoo.zoo_table import count_parameters
+from metantk_zoo.models._registry import ZOO_ENTRIES
+from metantk_zoo.models.complexity import count_parameters
+from metantk_zoo.models.genotypes import NAMED
+from metantk_zoo.models.network import FewShotNetwork, reduction_indices
+from metantk_zoo.models.ops import OPS
 
 ALL = timm.list_models("metantk*")
 # Full-size entries are exercised at reduced width so the contract test stays fast; the architecture

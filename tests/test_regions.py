@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import KernelError
-from metantk_zoo.regions import activation_patterns, count_distinct_rows, count_linear_regions
-from metantk_zoo.supernet import SuperNet
+from metantk_zoo.nas.regions import activation_patterns, count_distinct_rows, count_linear_regions
+from metantk_zoo.nas.supernet import SuperNet
 
 
 def test_hand_counted_regions_of_a_1d_relu_net():

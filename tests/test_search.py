@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import metantk_zoo.search as search_mod
 from _search_helpers import nano_config, nano_source
+
+import metantk_zoo.nas.loop as search_mod
 from metantk_zoo.errors import CheckpointError, ConfigError, DatasetError
 from metantk_zoo.genotype import Genotype
-from metantk_zoo.search import PRESETS, SearchConfig, SearchResult, rank_candidates, round_sig, search
+from metantk_zoo.nas.loop import PRESETS, SearchConfig, SearchResult, rank_candidates, round_sig, search
 
 
 def test_round_sig():
@@ -169,7 +169,7 @@ def test_non_finite_kernel_is_reported_and_handled_as_the_reference(monkeypatch,
 
     monkeypatch.setattr(search_mod, "empirical_ntk", ntk)
     cfg = nano_config(method="metantk-only")
-    with caplog.at_level(logging.WARNING, logger="metantk_zoo.search"):
+    with caplog.at_level(logging.WARNING, logger="metantk_zoo.nas.loop"):
         res = search(nano_source(), cfg, seed=0, show_progress=False)
     bad = [r for r in res.rounds[0]["candidates"] if r["nonfinite"]]
     assert [(b["cell"], b["edge"], b["op"]) for b in bad] == [("normal", 0, "skip_connect")]
@@ -230,10 +230,11 @@ def test_torchrun_two_processes_equal_a_single_process(tmp_path, nano_result):
 def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import metantk_zoo.cli.search as cli_search
+    import metantk_zoo.nas
+    import metantk_zoo.pipeline as pipeline
     from metantk_zoo.cli import app
-    from metantk_zoo.rundir import read_model_spec
-    from metantk_zoo.zoo import NAMED
+    from metantk_zoo.models.genotypes import NAMED
+    from metantk_zoo.utils.rundir import read_model_spec
 
     calls = []
 
@@ -241,8 +242,8 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
         calls.append((cfg, seed, device, Path(checkpoint).name, resume, (backend, share_inputs), len(source.labels)))
         return SearchResult(NAMED["mini5_a"], cfg, seed, [{"stage": "round", "name": "round0", "candidates": []}])
 
-    monkeypatch.setattr(cli_search, "_load_source", lambda spec, res: (nano_source(), 64))
-    monkeypatch.setattr(search_mod, "search", fake_search)
+    monkeypatch.setattr(pipeline, "load_search_source", lambda spec, res: (nano_source(), 64))
+    monkeypatch.setattr(metantk_zoo.nas, "search", fake_search)
     out = tmp_path / "run"
     runner = CliRunner()
     res = runner.invoke(app, ["search", "--preset", "tiny", "--dataset", "synthetic:size=32", "--out", str(out),

@@ -7,17 +7,17 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import ConfigError
-from metantk_zoo.kernels import empirical_ntk
-from metantk_zoo.regions import activation_patterns, count_linear_regions
-from metantk_zoo.ops import DARTS_FEWSHOT
-from metantk_zoo.supernet import (
+from metantk_zoo.models.genotypes import NAMED
+from metantk_zoo.models.ops import DARTS_FEWSHOT
+from metantk_zoo.nas.kernels import empirical_ntk
+from metantk_zoo.nas.regions import activation_patterns, count_linear_regions
+from metantk_zoo.nas.supernet import (
     SuperNet,
     alive_weights,
     genotype_from_alive,
     initial_alive,
     reset_parameters,
 )
-from metantk_zoo.zoo import NAMED
 
 
 def test_kernel_net_has_the_reference_size_and_groupnorm16():
@@ -134,7 +134,7 @@ def test_shared_inputs_keep_the_activation_patterns_up_to_duplicate_columns():
 def test_genotype_from_alive_round_trips_a_published_genotype():
     g = NAMED["mini5_a"]
     alive = torch.zeros(2, 9, len(DARTS_FEWSHOT), dtype=torch.bool)
-    from metantk_zoo.supernet import EDGES
+    from metantk_zoo.nas.supernet import EDGES
 
     for c, cell in enumerate((g.normal, g.reduce)):
         for node, pairs in enumerate(cell):

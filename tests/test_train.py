@@ -14,8 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from metantk_zoo.errors import CheckpointError, ConfigError
-from metantk_zoo.io import read_weights_metadata
-from metantk_zoo.train import (
+from metantk_zoo.train.loop import (
     TRAINING_METHODS,
     Checkpointer,
     drop_path_at_epoch,
@@ -24,7 +23,7 @@ from metantk_zoo.train import (
     preset_config,
     train_rfs,
 )
-
+from metantk_zoo.utils.io import read_weights_metadata
 from tests._train_helpers import tiny_cfg, tiny_data, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,7 +113,7 @@ def test_checkpoint_of_another_architecture_names_both(tmp_path):
 
 
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import metantk_zoo.io as io
+    import metantk_zoo.utils.io as io
 
     real_fsync, calls = io.os.fsync, {"n": 0}
 
@@ -152,8 +151,8 @@ def test_cli_train_help_and_bad_method():
 
 
 def test_cli_model_resolution(tmp_path):
-    from metantk_zoo.cli.train import resolve_model
-    from metantk_zoo.zoo import NAMED
+    from metantk_zoo.models.genotypes import NAMED
+    from metantk_zoo.pipeline import resolve_model
 
     assert resolve_model("metantk_nano") == ("metantk_nano", {})
     g = NAMED["mini5_a"]
@@ -170,8 +169,8 @@ def test_cli_model_resolution(tmp_path):
 def test_training_from_a_search_run_keeps_the_search_records(tmp_path):
     """``train --model SEARCH_RUN`` copies the search's genotype.json and search.json into the training run, so its
     card and Hub repository say where the architecture came from; other model sources copy nothing."""
-    from metantk_zoo.cli.train import _carry_search_records
-    from metantk_zoo.zoo import NAMED
+    from metantk_zoo.models.genotypes import NAMED
+    from metantk_zoo.pipeline import _carry_search_records
 
     search = tmp_path / "search"
     search.mkdir()

@@ -5,76 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
-import torch
 import typer
 
-from ..errors import CheckpointError
-from ..evaluate import PROTOCOLS, EvalResult, Episodes, evaluate_fewshot, protocol_config, save_eval_result
-from ..rundir import create_model_from_run, is_run_dir
+from ..fewshot import PROTOCOLS, save_eval_result
+from ..utils.rundir import is_run_dir
 from ._app import app
-from .train import model_input_size, reseed, resolve_model
 
-__all__ = ["eval_command", "load_backbone", "run_eval"]
-
-
-def load_backbone(model: str, *, pretrained: bool = False, num_cells: int | None = None,
-                  init_channels: int | None = None) -> torch.nn.Module:
-    """A backbone from a run directory, an ``hf-hub:``/``local-dir:`` id, a timm name or a genotype."""
-    import timm
-
-    if is_run_dir(model):
-        return create_model_from_run(model)
-    if model.startswith(("hf-hub:", "local-dir:")):
-        try:
-            return timm.create_model(model, pretrained=True)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load {model}: {e}") from e
-    arch, args = resolve_model(model, num_cells, init_channels)
-    return timm.create_model(arch, pretrained=pretrained, **args)
-
-
-class SplitImages:
-    """:class:`~metantk_zoo.evaluate.ImageSource` over one split: plain (eval) or augmented (RFS A) images."""
-
-    def __init__(self, dataset: Any, size: int):
-        from ..data import eval_transform, train_transform
-
-        self.dataset, self.plain, self.augment = dataset, eval_transform(size), train_transform(size)
-
-    def load(self, indices, augment: bool) -> torch.Tensor:
-        from ..data import load_images
-
-        if augment:
-            reseed(self.augment)  # seeded through torch's RNG, which evaluate_fewshot seeds
-        return load_images(self.dataset, np.asarray(indices, dtype=np.int64), self.augment if augment else self.plain)
-
-
-def run_eval(model: torch.nn.Module, dataset: str, *, split: str = "test", protocol: str = "paper",
-             image_size: int | None = None, device: str | None = None, model_name: str | None = None,
-             **overrides: Any) -> EvalResult:
-    """Load ``dataset``, draw the protocol's episodes (seeded) and evaluate ``model``; used by the CLI and scripts."""
-    from ..data import EpisodeSampler, load_fewshot
-
-    cfg = protocol_config(protocol, **overrides)
-    fs = load_fewshot(dataset)
-    sampler = EpisodeSampler(fs.labels(split), cfg.n_way, cfg.n_shot, cfg.n_query, seed=cfg.seed,
-                             n_episodes=cfg.n_episodes, class_names=fs.class_names(split))
-    manifest = sampler.manifest(dataset=fs.spec, fingerprint=fs.fingerprint, split=split)
-    eps = manifest.episodes
-    episodes = Episodes(
-        support=torch.as_tensor(np.stack([e.support for e in eps])),
-        y_support=torch.as_tensor(np.stack([e.y_support for e in eps])),
-        query=torch.as_tensor(np.stack([e.query for e in eps])),
-        y_query=torch.as_tensor(np.stack([e.y_query for e in eps])),
-        manifest_hash=manifest.sha256,
-    )
-    size = image_size or model_input_size(model)
-    result = evaluate_fewshot(model, SplitImages(fs.split(split), size), episodes, cfg, device=device)
-    result.model, result.dataset, result.split = model_name, fs.spec, split
-    return result
+__all__ = ["eval_command"]
 
 
 @app.command("eval")
@@ -109,10 +48,10 @@ def eval_command(
     """
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}", param_hint="--protocol")
+    from ..pipeline import load_backbone, run_adapted_eval, run_eval
+
     net = load_backbone(model, pretrained=pretrained, num_cells=num_cells, init_channels=init_channels)
     if adapt:
-        from .meta import run_adapted_eval
-
         result = run_adapted_eval(net, model, dataset, split=split, protocol=protocol, image_size=image_size,
                                   device=device, n_way=n_way, n_shot=n_shot, n_query=n_query, n_episodes=episodes,
                                   seed=seed)

@@ -20,7 +20,7 @@ def card_command(
 
     Example: metantk-zoo card metantk_cell5 --out cards/mini5_a
     """
-    from ..cards import card_data, write_card
+    from ..hub.cards import card_data, write_card
 
     paths = write_card(card_data(source), out)
     for p in paths.values():
@@ -42,8 +42,8 @@ def push_command(
 
     Example: metantk-zoo push runs/cell5 --repo me/metantk_cell5.rfs_mini --dry-run --local-dir /tmp/repo
     """
-    from .. import hub
-    from ..io import write_json
+    from ..hub import push_pull as hub
+    from ..utils.io import write_json
 
     if (manifest_dir is None) != (tag is None):
         raise typer.BadParameter("--tag and --manifest-dir go together")
@@ -73,7 +73,7 @@ def pull_command(
 
     Example: metantk-zoo pull me/metantk_cell5.rfs_mini --revision main
     """
-    from .. import hub
+    from ..hub import push_pull as hub
 
     result = hub.pull(repo, revision=revision)
     if as_json:

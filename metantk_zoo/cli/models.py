@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..zoo_table import zoo_table
+from ..models.complexity import zoo_table
 from ._app import app
 
 

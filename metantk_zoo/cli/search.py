@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..errors import ConfigError
+from ..utils.io import json_default
 from ._app import app
 from ._options import ConfigOption, JsonOption
-
-logger = logging.getLogger(__name__)
-
-_CHUNK = 512
-
-
-def _preset_names() -> str:
-    from ..search import PRESETS
-
-    return ", ".join(PRESETS)
 
 
 @app.command("search")
@@ -68,12 +56,9 @@ def search_command(
 
     Example: metantk-zoo search --preset tiny --dataset synthetic:size=32 --seed 0 --out runs/tiny
     """
-    from ..io import write_json
-    from ..rundir import write_model_spec
-    from ..search import PRESETS, SearchConfig, search
+    from ..pipeline import run_search
+    from ..utils.distributed import current
 
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown search preset {preset!r}; known presets: {_preset_names()}")
     overrides: dict[str, Any] = {
         k: v for k, v in dict(
             method=method, kernel=kernel, inner_lr_time=inner_lr_time, reg_coef=reg_coef, repeats=repeats,
@@ -86,79 +71,13 @@ def search_command(
     }
     if ops is not None:
         overrides["ops"] = tuple(o.strip() for o in (ops if isinstance(ops, str) else ",".join(ops)).split(",") if o)
-    cfg = SearchConfig.preset(preset, **overrides)
-    rank, device = _init_distributed(device)
-    source, n_train_classes = _load_source(dataset, cfg.resolution)
-    out.mkdir(parents=True, exist_ok=True)
-    options = {"preset": preset, "dataset": dataset, "seed": seed, "device": device, "backend": backend,
-               "share_inputs": share_inputs, **cfg.to_dict()}
-    options["ops"] = ",".join(cfg.ops)
-    from .. import __version__
-
-    if rank == 0:
-        write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
-    result = search(source, cfg, seed=seed, device=device, checkpoint=out / "checkpoints" / "search.json",
-                    resume=resume, backend=backend, share_inputs=share_inputs)
-    if rank != 0:
+    result = run_search(preset, dataset, out, seed=seed, resume=resume, device=device, backend=backend,
+                        share_inputs=share_inputs, overrides=overrides)
+    if current().rank != 0:
         return
-    g = result.genotype
-    write_json(out / "genotype.json", g.to_dict())
-    write_json(out / "search.json", {**result.to_dict(), "preset": preset, "dataset": dataset})
-    write_model_spec(out, "metantk_cell", {"genotype": g.to_dict(), "num_cells": cfg.num_cells},
-                     num_classes=n_train_classes)
-    with open(out / "metrics.jsonl", "w") as f:
-        for stage in result.rounds:
-            pruned = [f"{c['cell']}/{c['edge_name']}/{c['op']}" for c in stage["candidates"] if c["pruned"]]
-            f.write(json.dumps({"stage": stage["name"], "candidates": len(stage["candidates"]), "pruned": pruned})
-                    + "\n")
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), default=_json_default))
+        typer.echo(json.dumps(result.to_dict(), default=json_default))
     else:
-        typer.echo(g.to_darts())
+        typer.echo(result.genotype.to_darts())
         typer.echo(f"wrote {out / 'genotype.json'} and {out / 'search.json'} ({result.wall_time:.1f} s scoring)",
                    err=True)
-
-
-def _init_distributed(device: str) -> tuple[int, str]:
-    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: gloo on CPU, NCCL with one GPU per rank."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device == "cuda":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    return dist.get_rank(), device
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isinf(obj):
-        return str(obj)
-    raise TypeError(type(obj).__name__)
-
-
-def _load_source(spec: str, resolution: int):
-    """The dataset's train split as an in-memory search source (images resized to the search resolution once)."""
-    import torch
-
-    from ..progress import progress
-    from ..search import TensorSource
-    from ..search_inputs import resize_uint8
-
-    try:
-        from ..data import load_fewshot, load_images
-    except ImportError as e:  # pragma: no cover - the data layer ships with the package
-        raise ConfigError(f"the data layer (metantk_zoo.data) is not available: {e}") from e
-    fs = load_fewshot(spec)
-    split = fs.split("train")
-    labels = torch.as_tensor(fs.labels("train"), dtype=torch.int64)
-    chunks = []
-    for start in progress(range(0, len(labels), _CHUNK), desc="loading search images"):
-        idx = list(range(start, min(start + _CHUNK, len(labels))))
-        chunks.append(resize_uint8(load_images(split, idx), resolution))
-    images = torch.cat(chunks) if chunks else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
-    return TensorSource(images, labels), len(fs.class_names("train"))
-

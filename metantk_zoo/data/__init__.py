@@ -13,6 +13,7 @@ MetaNTK-NAS: Wang et al., CVPR 2022, https://arxiv.org/abs/2203.09137.
 
 from __future__ import annotations
 
+from .constants import CIFAR_MEAN, CIFAR_STD, MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
 from .episodes import (
     Episode,
     EpisodeManifest,
@@ -26,10 +27,6 @@ from .episodes import (
 from .sources import SPLITS, FewShotDataset, class_splits, label_array, load_fewshot, parse_spec
 from .synthetic import SyntheticConfig, build_synthetic
 from .transforms import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    MINI_IMAGENET_MEAN,
-    MINI_IMAGENET_STD,
     augment_support,
     eval_transform,
     train_transform,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ..progress import progress
+from ..utils.progress import progress
 from .safe_pickle import safe_load
 from .sources import SPLITS, FewShotDataset, class_splits, load_fewshot
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
-from ..io import atomic_write
+from ..utils.io import atomic_write
 
 __all__ = [
     "Episode",

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError
-from ..search_inputs import kernel_inputs, region_patches, tenas_augment  # the search's inputs (§4.2, §5), re-exported
+from .constants import CIFAR_MEAN, CIFAR_STD, MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
 
 __all__ = [
     "MINI_IMAGENET_MEAN",
@@ -35,18 +35,9 @@ __all__ = [
     "eval_transform",
     "augment_support",
     "normalize",
-    "kernel_inputs",
-    "region_patches",
-    "tenas_augment",
     "to_float",
 ]
 
-# RFS / MetaOptNet mini-ImageNet statistics, used for mini and tiered alike (method-facts §7, §10).
-MINI_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 / 255.0)
-MINI_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
-# CIFAR statistics of the TE-NAS search transform (method-facts §4.2).
-CIFAR_MEAN = (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0)
-CIFAR_STD = (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0)
 
 
 def _check_batch(x: torch.Tensor) -> torch.Tensor:

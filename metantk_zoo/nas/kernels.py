@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-from .errors import KernelError
+from ..errors import KernelError
 
 __all__ = [
     "NTK_BACKENDS",

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .errors import KernelError
+from ..errors import KernelError
 
 __all__ = ["activation_patterns", "count_distinct_rows", "count_linear_regions"]
 

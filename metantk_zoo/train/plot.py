@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .io import atomic_write
+from ..utils.io import atomic_write
 
 __all__ = ["plot_metrics"]
 

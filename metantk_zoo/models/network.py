@@ -17,7 +17,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from .genotype import Genotype, GenotypeLike
+from ..genotype import Genotype, GenotypeLike
 from .ops import OPS, Identity, cell_preprocess
 
 __all__ = ["Cell", "FewShotNetwork", "reduction_indices"]

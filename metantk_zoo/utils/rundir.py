@@ -26,7 +26,7 @@ from typing import Any
 import timm
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 from .io import load_weights, read_json, read_weights_metadata, save_weights, write_json
 
 __all__ = [
@@ -71,8 +71,6 @@ def create_model_from_run(run_dir: str | os.PathLike, *, pretrained: bool = True
         CheckpointError: not a run directory, no final weights, corrupt weights, or weights of another
             architecture (the message names both).
     """
-    import metantk_zoo  # noqa: F401  (registers the zoo)
-
     spec = read_model_spec(run_dir)
     kwargs = {**spec.get("model_args", {}), "num_classes": spec.get("num_classes", 0), **overrides}
     try:

@@ -36,11 +36,12 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
-from .io import read_json, save_weights, write_json
+from ..errors import CheckpointError, ConfigError
+from ..utils.distributed import DistInfo, setup_distributed
+from ..utils.io import read_json, save_weights, write_json
+from ..utils.progress import progress
+from ..utils.rundir import load_state_into, save_model_weights
 from .plot import plot_metrics
-from .progress import progress
-from .rundir import load_state_into, save_model_weights
 
 __all__ = [
     "RfsConfig",
@@ -227,40 +228,6 @@ class _Batches(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------------------------------------------- distributed
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a ``torchrun`` job (``world_size`` 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device: torch.device | None = None) -> DistInfo:
-    """Join the process group ``torchrun`` describes in the environment (nccl on CUDA, gloo on CPU).
-
-    Without ``WORLD_SIZE`` > 1 this is a no-op returning a single-process :class:`DistInfo`.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        use_cuda = (device is None and torch.cuda.is_available()) or (device is not None and device.type == "cuda")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
-
-
 def _default_device(dist_info: DistInfo) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", dist_info.local_rank)
@@ -553,7 +520,7 @@ def _config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    from .io import atomic_write
+    from ..utils.io import atomic_write
 
     with atomic_write(run_dir / METRICS_FILE, "w") as f:
         for row in history:

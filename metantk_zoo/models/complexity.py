@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from .models import ZOO_ENTRIES
+from ._registry import ZOO_ENTRIES
+from .genotypes import NAMED
 from .network import FewShotNetwork
-from .zoo import NAMED
 
 __all__ = ["zoo_table", "count_parameters"]
 

@@ -9,6 +9,7 @@ safetensors only; JSON is the only other format read back.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -20,9 +21,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
-__all__ = ["atomic_write", "write_json", "read_json", "save_weights", "load_weights", "read_weights_metadata"]
+__all__ = [
+    "sha256_file",
+    "json_default","atomic_write", "write_json", "read_json", "save_weights", "load_weights", "read_weights_metadata"]
 
 
 @contextlib.contextmanager
@@ -49,7 +52,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    data = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    data = json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n"
     with atomic_write(path, "w") as f:
         f.write(data)
 
@@ -95,7 +98,9 @@ def read_weights_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"weights file {path} is corrupt or not safetensors: {e}") from e
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for the package's values: paths, ``to_dict()`` objects, sets/tuples, numpy and
+    torch scalars (the one JSON coercion)."""
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "to_dict"):
@@ -105,3 +110,15 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy / torch scalars
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ export

@@ -19,7 +19,7 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from .models import _cfg
+from ._registry import _cfg
 
 __all__ = ["Conv4"]
 

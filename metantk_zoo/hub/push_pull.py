@@ -21,7 +21,6 @@ MetaNTK-NAS: https://arxiv.org/abs/2203.09137.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,17 +40,16 @@ from huggingface_hub import (
     ModelCardData,
     scan_cache_dir,
     snapshot_download,
-    try_to_load_from_cache,
 )
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from timm.models import is_model
 from timm.models._hub import save_config_for_hf
 
+from ..errors import CheckpointError, GenotypeError, HubError, MetantkZooError
+from ..genotype import Genotype
+from ..utils.io import load_weights, read_json, sha256_file, write_json
+from ..utils.rundir import MODEL_SPEC, WEIGHTS, create_model_from_run, load_state_into
 from . import cards
-from .errors import CheckpointError, GenotypeError, HubError, MetantkZooError
-from .genotype import Genotype
-from .io import load_weights, read_json, write_json
-from .rundir import MODEL_SPEC, WEIGHTS, create_model_from_run, load_state_into
 
 __all__ = [
     "REPO_FILES",
@@ -63,7 +61,6 @@ __all__ = [
     "check_repo_dir",
     "model_card",
     "sha256_file",
-    "verify_cached_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,16 +104,6 @@ class PullResult:
     files: tuple[str, ...]
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------------------------ export
 def _check_repo_id(repo_id: str) -> None:
     if not _REPO_ID.match(repo_id or ""):
         raise HubError(f"invalid repository id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.')")
@@ -236,8 +223,6 @@ def check_repo_dir(path: str | os.PathLike, *, source: str | None = None) -> tor
         HubError: a file is missing or the architecture is unknown. GenotypeError: the genotype does not parse.
         CheckpointError: corrupt safetensors or weights that do not fit the architecture.
     """
-    import metantk_zoo  # noqa: F401  (registers the zoo in timm)
-
     path = Path(path)
     where = source or str(path)
     if not (path / "config.json").is_file():
@@ -383,29 +368,6 @@ def pull(
     del model
     logger.info("pulled %s@%s into %s", repo_id, commit[:12], path)
     return PullResult(repo_id, commit, path, config["architecture"], files)
-
-
-def verify_cached_files(repo_id: str, revision: str, expected: dict[str, str], *, required: tuple[str, ...] = (),
-                        cache_dir: str | os.PathLike | None = None) -> None:
-    """Check the sha256 of the cached files of ``repo_id@revision`` against ``expected`` (``{file: sha256}``).
-
-    Files of ``expected`` that are not in the cache are skipped (timm downloads only the weights), unless
-    they are ``required``.
-
-    Raises:
-        HubError: a cached file's hash differs (the message names the file and both hashes).
-    """
-    for name, want in expected.items():
-        cached = try_to_load_from_cache(repo_id, name, revision=revision, cache_dir=cache_dir)
-        if not isinstance(cached, str):
-            if name in required:
-                raise HubError(f"{repo_id}@{revision[:12]}/{name} is not in the Hugging Face cache; cannot check "
-                               "its sha256 against the manifest")
-            continue
-        got = sha256_file(cached)
-        if got != want.removeprefix("sha256:"):
-            raise HubError(f"{repo_id}@{revision[:12]}/{name}: sha256 {got[:16]}... does not match the manifest's "
-                           f"{want.removeprefix('sha256:')[:16]}...; refusing these weights")
 
 
 def write_manifest_files(path: str | os.PathLike) -> dict[str, str]:

@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .errors import ConfigError, DatasetError
-from .io import read_json, write_json
-from .progress import progress
+from ..errors import ConfigError, DatasetError
+from ..utils.io import read_json, write_json
+from ..utils.progress import progress
 
 __all__ = [
     "EvalConfig",

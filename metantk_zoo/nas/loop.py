@@ -41,14 +41,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, DatasetError
-from .genotype import Genotype
-from .io import read_json, write_json
+from ..data.constants import CIFAR_MEAN, CIFAR_STD
+from ..errors import CheckpointError, ConfigError, DatasetError
+from ..genotype import Genotype
+from ..models.ops import DARTS_FEWSHOT
+from ..utils.distributed import current, gather_objects
+from ..utils.io import read_json, write_json
+from ..utils.progress import progress
+from .inputs import kernel_inputs, normalize_uint8, region_patches, resize_uint8, tenas_augment
 from .kernels import NAN_CONDITION, condition_number, empirical_ntk, meta_ntk
-from .ops import DARTS_FEWSHOT
-from .progress import progress
 from .regions import count_linear_regions
-from .search_inputs import CIFAR_MEAN, CIFAR_STD, kernel_inputs, normalize, region_patches, resize_uint8, tenas_augment
 from .supernet import (
     EDGES,
     NODE_EDGES,
@@ -308,7 +310,7 @@ class _Data:
         x = self.load_resized(idx)
         if cfg.augment:
             x = tenas_augment(x, g)
-        return normalize(x, CIFAR_MEAN, CIFAR_STD)
+        return normalize_uint8(x, CIFAR_MEAN, CIFAR_STD)
 
     def patch_batches(self, g: torch.Generator) -> list[torch.Tensor]:
         cfg = self.cfg
@@ -524,21 +526,6 @@ def _delta(origin: float, cand: float, precision: int) -> float:
     return round(with_nan, precision) if math.isfinite(with_nan) else math.nan
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _gather(obj: Any) -> list[Any]:
-    rank, world = _dist()
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
 def _stages(alive: torch.Tensor) -> list[tuple]:
     """The edge-group stages that remain: (cell, node) for nodes with more than 2 live input edges."""
     out = []
@@ -586,10 +573,11 @@ def search(
         DatasetError: too few classes for the meta-batch, or a source that does not return uint8 images.
         CheckpointError: a checkpoint of another config or seed.
     """
-    from . import __version__
+    from ..version import __version__
 
     device = torch.device(device)
-    rank, world = _dist()
+    info = current()
+    rank, world = info.rank, info.world_size
     data = _Data(source, cfg, device)
     versions = {"metantk_zoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
     space = cfg.space
@@ -638,7 +626,7 @@ def search(
             cand = alive.clone()
             cand[key] = False
             scores[key] = scorer.score(stage, key, cand, origin, thin_origin)
-        for part in _gather((scores, sorted(data.seen))):
+        for part in gather_objects((scores, sorted(data.seen))):
             scores.update(part[0])
             data.seen.update(part[1])
         rows = _rank_stage(cands, scores, cfg, kind)

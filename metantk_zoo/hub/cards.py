@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, GenotypeError
-from .genotype import Genotype
-from .io import atomic_write, read_json, write_json
-from .models import ZOO_ENTRIES
-from .network import FewShotNetwork
-from .zoo import NAMED, PUBLISHED
+from ..errors import CheckpointError, GenotypeError
+from ..genotype import Genotype
+from ..models._registry import ZOO_ENTRIES
+from ..models.genotypes import NAMED, PUBLISHED
+from ..models.network import FewShotNetwork
+from ..utils.io import atomic_write, read_json, write_json
 
 __all__ = [
     "CardData",
@@ -235,7 +235,7 @@ def card_data(source: str | os.PathLike | Genotype, *, with_complexity: bool = T
 
 
 def _run_card(run: Path) -> CardData:
-    from .rundir import is_run_dir, read_model_spec
+    from ..utils.rundir import is_run_dir, read_model_spec
 
     spec = read_model_spec(run) if is_run_dir(run) else None
     genotype = _genotype_of_run(run, spec)

@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError, HubError
+from ..utils.io import sha256_file
 
-__all__ = ["Manifest", "PACKAGED_DIR", "ENV_VAR", "manifest_dirs", "load_manifests", "read_manifest", "find"]
+__all__ = ["Manifest", "PACKAGED_DIR", "ENV_VAR", "manifest_dirs", "load_manifests", "read_manifest", "find",
+           "verify_cached_files"]
 
-PACKAGED_DIR = Path(__file__).parent / "resources" / "hub"
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "resources" / "hub"
 ENV_VAR = "METANTK_HUB_MANIFESTS"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
@@ -134,3 +136,28 @@ def register(manifest: Manifest) -> None:
 def find(architecture: str, tag: str | None) -> Manifest | None:
     """The registered manifest of ``architecture.tag``, if any."""
     return _REGISTRY.get(f"{architecture}.{tag}") if tag else None
+
+
+def verify_cached_files(repo_id: str, revision: str, expected: dict[str, str], *, required: tuple[str, ...] = (),
+                        cache_dir: str | os.PathLike | None = None) -> None:
+    """Check the sha256 of the cached files of ``repo_id@revision`` against ``expected`` (``{file: sha256}``).
+
+    Files of ``expected`` that are not in the cache are skipped (timm downloads only the weights), unless
+    they are ``required``.
+
+    Raises:
+        HubError: a cached file's hash differs (the message names the file and both hashes).
+    """
+    from huggingface_hub import try_to_load_from_cache  # lazy: `import metantk_zoo` stays light
+
+    for name, want in expected.items():
+        cached = try_to_load_from_cache(repo_id, name, revision=revision, cache_dir=cache_dir)
+        if not isinstance(cached, str):
+            if name in required:
+                raise HubError(f"{repo_id}@{revision[:12]}/{name} is not in the Hugging Face cache; cannot check "
+                               "its sha256 against the manifest")
+            continue
+        got = sha256_file(cached)
+        if got != want.removeprefix("sha256:"):
+            raise HubError(f"{repo_id}@{revision[:12]}/{name}: sha256 {got[:16]}... does not match the manifest's "
+                           f"{want.removeprefix('sha256:')[:16]}...; refusing these weights")

@@ -25,10 +25,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .genotype import Genotype
-from .network import reduction_indices
-from .ops import DARTS_FEWSHOT, OPS, DilConv, FacConv, FactorizedReduce, Identity, PoolBN, SepConv, cell_preprocess
+from ..errors import ConfigError
+from ..genotype import Genotype
+from ..models.network import reduction_indices
+from ..models.ops import (
+    DARTS_FEWSHOT,
+    OPS,
+    DilConv,
+    FacConv,
+    FactorizedReduce,
+    Identity,
+    PoolBN,
+    SepConv,
+    cell_preprocess,
+)
 
 __all__ = [
     "EDGES",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .genotype import Genotype
+from ..genotype import Genotype
 
 __all__ = ["PublishedGenotype", "PUBLISHED", "NAMED"]
 

@@ -55,9 +55,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .errors import ConfigError
-from .progress import progress
-from .train import TrainingMethod, TrainResult, register_method, run_epochs
+from ..errors import ConfigError
+from ..train.loop import TrainingMethod, TrainResult, register_method, run_epochs
+from ..utils.progress import progress
 
 __all__ = [
     "METHODS",

@@ -18,16 +18,15 @@ from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from . import manifests
-from .errors import GenotypeError
+from ..data.constants import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
+from ..errors import GenotypeError
+from . import _manifests as manifests
+from .genotypes import NAMED, PUBLISHED
 from .network import FewShotNetwork
-from .zoo import NAMED, PUBLISHED
 
-__all__ = ["MINI_IMAGENET_MEAN", "MINI_IMAGENET_STD", "ZOO_ENTRIES", "create_network"]
+__all__ = ["ZOO_ENTRIES", "create_network"]
 
 # RFS / MetaOptNet mini-ImageNet statistics, used for mini and tiered alike (method-facts §7, §10).
-MINI_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 / 255.0)
-MINI_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def _check_manifest_hashes(state_dict: dict[str, Any], model: FewShotNetwork) ->
     cfg = getattr(model, "pretrained_cfg", None) or {}
     manifest = manifests.find(cfg.get("architecture", ""), cfg.get("tag"))
     if manifest is not None:
-        from .hub import verify_cached_files  # the only huggingface_hub importer; lazy: hub imports this module
+        from ._manifests import verify_cached_files
 
         verify_cached_files(manifest.repo_id, manifest.revision, manifest.files, required=("model.safetensors",))
     return state_dict

@@ -14,24 +14,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..data.constants import CIFAR_MEAN, CIFAR_STD, MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
+from ..data.transforms import normalize, to_float
+from ..errors import ConfigError
 
 __all__ = [
-    "CIFAR_MEAN",
-    "CIFAR_STD",
-    "MINI_MEAN",
-    "MINI_STD",
     "resize_uint8",
-    "normalize",
+    "normalize_uint8",
     "tenas_augment",
     "kernel_inputs",
     "region_patches",
 ]
 
-CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)  # TE-NAS transform, kernel inputs
-CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-MINI_MEAN = (120.39586422 / 255, 115.59361427 / 255, 104.54012653 / 255)  # RFS statistics, region patches
-MINI_STD = (70.68188272 / 255, 68.27635443 / 255, 72.54505529 / 255)
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -48,11 +42,9 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 ``(x/255 - mean) / std`` per channel."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255 - m) / s
+def normalize_uint8(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 ``(x/255 - mean) / std`` per channel (the data layer's ``normalize``)."""
+    return normalize(to_float(images), mean, std)
 
 
 def tenas_augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -88,7 +80,7 @@ def kernel_inputs(
     s = resize_uint8(x_spt, resolution)
     if augment:
         s = tenas_augment(s, generator)
-    return normalize(torch.cat([q, s]), CIFAR_MEAN, CIFAR_STD)
+    return normalize_uint8(torch.cat([q, s]), CIFAR_MEAN, CIFAR_STD)
 
 
 def region_patches(images: torch.Tensor, generator: torch.Generator, resolution: int = 32, size: int = 3):
@@ -111,6 +103,6 @@ def region_patches(images: torch.Tensor, generator: torch.Generator, resolution:
     c = (left.view(n, 1) + torch.arange(size)).to(dev)
     idx_n = torch.arange(n, device=dev).view(n, 1, 1)
     patches = images[idx_n, channel.to(dev).view(n, 1, 1), r.view(n, size, 1), c.view(n, 1, size)]  # (N, s, s)
-    mean = torch.tensor(MINI_MEAN, device=dev)[channel.to(dev)].view(n, 1, 1)
-    std = torch.tensor(MINI_STD, device=dev)[channel.to(dev)].view(n, 1, 1)
+    mean = torch.tensor(MINI_IMAGENET_MEAN, device=dev)[channel.to(dev)].view(n, 1, 1)
+    std = torch.tensor(MINI_IMAGENET_STD, device=dev)[channel.to(dev)].view(n, 1, 1)
     return ((patches.float() / 255 - mean) / std).unsqueeze(1)
