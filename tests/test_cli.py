@@ -31,9 +31,9 @@ def test_models_table_and_json():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["name", "cells", "params", "source"]
+    assert lines[0].split() == ["name", "cells", "params", "macs", "source"]
     row = next(line for line in lines if line.startswith("metantk_metanas_cell5 "))
-    assert row.split()[1:3] == ["5", "2.01M"]
+    assert row.split()[1:4] == ["5", "2,005,216", "2.04G"]
     rows = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     by_name = {r["name"]: r for r in rows}
     assert by_name["metantk_cell8"]["params"] == 3181072 and by_name["metantk_cell8"]["cells"] == 8

@@ -15,7 +15,8 @@ def test_registered_and_maml_layout():
     m = timm.create_model("metantk_conv4", num_classes=5)
     assert [type(x).__name__ for x in m.stages[0]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
     assert len(m.stages) == 4 and all(b[0].kernel_size == (3, 3) and b[0].padding == (1, 1) for b in m.stages)
-    assert m.num_features == 32 * 5 * 5  # MAML: flattened 5x5 map at 84px
+    assert m.head_hidden_size == 32 * 5 * 5  # MAML: flattened 5x5 map at 84px
+    assert m.num_features == 32  # timm: channels of forward_features
 
 
 @pytest.mark.parametrize("width,num_classes,expected", [
@@ -38,9 +39,12 @@ def test_flatten_head_matches_the_map_at_84_and_pools_other_sizes():
         torch.testing.assert_close(m.forward_head(f, pre_logits=True), f.flatten(1))  # identity pooling at 84
         assert m(torch.randn(2, 3, 32, 32)).shape == (2, 5)
     avg = timm.create_model("metantk_conv4", num_classes=5, global_pool="avg", width=16)
-    assert avg.num_features == 16 and avg(torch.randn(1, 3, 40, 40)).shape == (1, 5)
+    assert avg.head_hidden_size == 16 and avg(torch.randn(1, 3, 40, 40)).shape == (1, 5)
     m.reset_classifier(3, global_pool="avg")
-    assert m.num_features == 32 and m(x).shape == (2, 3)
+    assert m.head_hidden_size == 32 and m(x).shape == (2, 3)
+    m.reset_classifier(0, global_pool="")  # timm: no pooling, no classifier -> the 4-d map
+    with torch.no_grad():
+        assert torch.equal(m(x), m.forward_features(x))
 
 
 def test_features_only():
@@ -51,7 +55,7 @@ def test_features_only():
         outs = model(x)
         full = timm.create_model("metantk_conv4", width=8).eval()
         missing, unexpected = full.load_state_dict(
-            {k.replace("stages_", "stages."): v for k, v in model.state_dict().items()}, strict=False)
+            {k.removeprefix("model."): v for k, v in model.state_dict().items()}, strict=False)
         assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected
         assert [tuple(o.shape) for o in outs] == [(1, 8, 16, 16), (1, 8, 8, 8), (1, 8, 4, 4), (1, 8, 2, 2)]
         assert torch.equal(outs[-1], full.forward_features(x))

@@ -1,16 +1,23 @@
-"""The timm model contract over the whole registry, golden parameter counts and the ops' layer facts."""
+"""The timm model contract over the whole registry, golden parameter counts and the ops' layer facts; the rest of
+timm's model API (device/dtype, TorchScript / fx / export / ONNX, forward_intermediates, pruning, features_only,
+gradient checkpointing, group_matcher, pretrained cfgs and the missing-weights error) and the zoo table."""
 
 from __future__ import annotations
 
+import copy
+import os
+
+import numpy as np
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from metantk_zoo.errors import GenotypeError
+from metantk_zoo.errors import CheckpointError, GenotypeError
 from metantk_zoo.genotype import Genotype
+from metantk_zoo.models import _registry
 from metantk_zoo.models._registry import ZOO_ENTRIES
-from metantk_zoo.models.complexity import count_parameters
+from metantk_zoo.models.complexity import count_macs, count_parameters, zoo_table
 from metantk_zoo.models.genotypes import NAMED
 from metantk_zoo.models.network import FewShotNetwork, reduction_indices
 from metantk_zoo.models.ops import OPS
@@ -22,15 +29,14 @@ FAST = dict(init_channels=8)
 
 
 def _create(name: str, **kwargs) -> torch.nn.Module:
-    if name == "metantk_cell":
-        kwargs.setdefault("genotype", NAMED["tiered8_b"])
     if name not in ("metantk_nano", "metantk_conv4"):
         kwargs = {**FAST, **kwargs}
     return timm.create_model(name, **kwargs)
 
 
 def test_registry_lists_the_whole_zoo():
-    expected = {"metantk_cell", "metantk_cell5", "metantk_cell8", "metantk_metanas_cell5", "metantk_metanas_cell8"}
+    expected = {"metantk_cell", "metantk_cell5", "metantk_cell8", "metantk_metanas_cell5", "metantk_metanas_cell8",
+                "metantk_nano", "metantk_conv4"}
     expected |= {f"metantk_{f}{c}_{x}" for f in ("mini", "tiered") for c in (5, 8) for x in "abc"}
     assert expected <= set(ALL)
 
@@ -171,9 +177,12 @@ def test_drop_path_follows_every_non_identity_op():
     assert torch.equal(m(x), m(x))
 
 
-def test_generic_entry_needs_a_genotype_and_accepts_every_form():
-    with pytest.raises(GenotypeError, match="metantk_cell needs a genotype"):
-        timm.create_model("metantk_cell")
+def test_generic_entry_defaults_to_the_first_published_genotype_and_accepts_every_form():
+    default = timm.create_model("metantk_cell", init_channels=4)
+    assert default.genotype == NAMED["mini5_a"] == timm.create_model("metantk_cell5", init_channels=4).genotype
+    assert len(default.cells) == 5
+    with torch.device("meta"):
+        assert count_parameters(timm.create_model("metantk_cell")) == GOLDEN_64["metantk_mini5_a"]
     g = NAMED["mini8_c"]
     for form in (g, g.to_darts(), g.to_json(), g.to_dict()):
         m = timm.create_model("metantk_cell", genotype=form, num_cells=8, init_channels=4)
@@ -216,7 +225,7 @@ def test_timm_contract(name, tmp_path):
         feats = model.forward_features(x)
         pre = model.forward_head(feats, pre_logits=True)
         logits = model.forward_head(feats)
-        assert pre.shape == (2, model.num_features)
+        assert pre.shape == (2, model.head_hidden_size)
         assert torch.allclose(logits, model.get_classifier()(pre))
         assert torch.equal(model(x), model(x))  # eval-mode determinism
     if name not in ("metantk_nano", "metantk_conv4"):
@@ -264,11 +273,337 @@ def test_features_only(name):
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 32, 32))
     assert len(outs) == 3
-    assert [tuple(o.shape) for o in outs] == [(1, c, 32 // r, 32 // r) for c, r in zip(info.channels(), info.reduction())]
+    shapes = [(1, c, 32 // r, 32 // r) for c, r in zip(info.channels(), info.reduction(), strict=True)]
+    assert [tuple(o.shape) for o in outs] == shapes
     # the stage outputs are the registered cells' outputs: the last one is what forward_features returns
     full = _create(name).eval()
-    missing, unexpected = full.load_state_dict(model.body.state_dict(), strict=False)
+    missing, unexpected = full.load_state_dict({k.removeprefix("model."): v for k, v in model.state_dict().items()},
+                                               strict=False)
     assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x)[-1], full.forward_features(x))
+
+
+# ----------------------------------------------------------------------------------- the rest of timm's model API
+DEVICE = os.environ.get("METANTK_TEST_DEVICE", "cpu")
+# The cell before each reduction (L//3 and 2L//3) and the last cell, worked out by hand per cell count.
+STAGE_ENDS = {3: [0, 1, 2], 5: [0, 2, 4], 8: [1, 4, 7]}
+
+
+def _taps_by_hand(model, x, ends):
+    """Stage outputs computed through the stem and the cells one by one, outside the model's own loops."""
+    s0 = s1 = model.stem(x)
+    taps = []
+    for i, cell in enumerate(model.cells):
+        s0, s1 = s1, cell(s0, s1)
+        if i in ends:
+            taps.append(s1)
+    return taps
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_device_and_dtype_factory_kwargs_place_every_tensor(name):
+    model = timm.create_model(name, device="meta", dtype=torch.float64)  # registered size: free on meta
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    assert tensors and all(t.device.type == "meta" for _, t in tensors)
+    assert all(t.dtype == torch.float64 for _, t in tensors if t.is_floating_point())
+    assert {t.dtype for _, t in tensors if not t.is_floating_point()} <= {torch.int64}  # BN's num_batches_tracked
+    model.eval()
+    model.reset_classifier(3)
+    head = list(model.get_classifier().parameters())
+    assert all(p.device.type == "meta" and p.dtype == torch.float64 for p in head) and len(head) == 2
+    assert not any(m.training for m in model.modules())
+
+
+def test_device_and_dtype_are_honoured_by_a_real_forward():
+    torch.manual_seed(0)
+    model = timm.create_model("metantk_nano", device=DEVICE, dtype=torch.bfloat16).eval()
+    assert {p.device.type for p in model.parameters()} == {torch.device(DEVICE).type}
+    ref = timm.create_model("metantk_nano").eval()
+    ref.load_state_dict({k: v.float().cpu() for k, v in model.state_dict().items()})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x.to(DEVICE, torch.bfloat16))
+        expected = ref(x)
+    assert out.dtype == torch.bfloat16 and out.device.type == torch.device(DEVICE).type
+    # the same weights in float32 give the same logits up to bfloat16 rounding (8 bits of mantissa)
+    torch.testing.assert_close(out.float().cpu(), expected, rtol=0.05, atol=0.05 * float(expected.abs().max()))
+
+
+def _check_round_trips(name):
+    model = _create(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.equal(torch.jit.script(model)(x), ref)
+        assert torch.equal(torch.fx.symbolic_trace(model)(x), ref)
+        exported = torch.export.export(model, (x,)).module()
+        torch.testing.assert_close(exported(x), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["metantk_nano", "metantk_conv4", "metantk_tiered8_a"])
+def test_torchscript_fx_and_export_equal_eager(name):
+    _check_round_trips(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_torchscript_fx_and_export_equal_eager_every_entry(name):
+    _check_round_trips(name)
+
+
+@pytest.mark.parametrize("name", ["metantk_nano", "metantk_conv4"])
+def test_onnx_export_equals_eager(name, tmp_path):
+    # onnx, onnxscript and onnxruntime are declared test extras: a missing one is a failure here, not a skip
+    import onnxruntime
+
+    model = _create(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    program.save(str(tmp_path / "model.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,cells", [("metantk_nano", 3), ("metantk_cell5", 5), ("metantk_cell8", 8)])
+def test_forward_intermediates_are_the_stage_outputs_computed_by_hand(name, cells):
+    torch.manual_seed(0)
+    model = _create(name).eval()
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        taps = _taps_by_hand(model, x, STAGE_ENDS[cells])
+        final, inter = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x)) and len(inter) == 3
+        assert all(torch.equal(a, b) for a, b in zip(inter, taps, strict=True))
+        assert [t.shape[1] for t in inter] == [i["num_chs"] for i in model.feature_info]
+        assert [24 // t.shape[-1] for t in inter] == [i["reduction"] for i in model.feature_info] == [1, 2, 4]
+        picked = model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+        assert len(picked) == 2 and torch.equal(picked[0], taps[0]) and torch.equal(picked[1], taps[2])
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert torch.equal(last_two[0], taps[1]) and torch.equal(last_two[1], taps[2])
+        early, sel = model.forward_intermediates(x, indices=[1], stop_early=True)
+        assert torch.equal(early, taps[1]) and len(sel) == 1 and torch.equal(sel[0], taps[1])
+        normed = model.forward_intermediates(x, norm=True, intermediates_only=True)  # no final norm to apply
+        assert all(torch.equal(a, b) for a, b in zip(normed, taps, strict=True))
+    with pytest.raises(ValueError, match="NCHW"):
+        model.forward_intermediates(x, output_fmt="NHWC")
+    with pytest.raises(ValueError, match="out of range"):
+        model.forward_intermediates(x, indices=[3])
+
+
+def test_conv4_forward_intermediates_are_the_block_outputs():
+    model = timm.create_model("metantk_conv4", width=8).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        taps, h = [], x
+        for block in model.stages:
+            h = block(h)
+            taps.append(h)
+        final, inter = model.forward_intermediates(x)
+        assert torch.equal(final, taps[-1]) and all(torch.equal(a, b) for a, b in zip(inter, taps, strict=True))
+        assert [t.shape[-1] for t in inter] == [16, 8, 4, 2]
+        early = model.forward_intermediates(x, indices=[1], stop_early=True)
+        assert torch.equal(early[0], taps[1])
+
+
+@pytest.mark.parametrize("name", ["metantk_nano", "metantk_cell5", "metantk_conv4"])
+def test_prune_intermediate_layers_contract(name):
+    """timm's own contract test for pruning (run by timm only for its modules), transcribed for the zoo."""
+    model = _create(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    last = len(model.feature_info) - 1
+    with torch.no_grad():
+        expected = model(x)
+        taps = model.forward_intermediates(x, intermediates_only=True)
+        pruned = copy.deepcopy(model)
+        pruned.prune_intermediate_layers([last], prune_head=False)
+        assert torch.equal(pruned(x), expected)
+    for i in range(last + 1):
+        pruned = copy.deepcopy(model)
+        take = pruned.prune_intermediate_layers([i])
+        assert take == [i]
+        if name == "metantk_cell5":
+            assert len(pruned.cells) == STAGE_ENDS[5][i] + 1
+        with torch.no_grad():
+            assert torch.equal(pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0], taps[i])
+            assert torch.equal(pruned.forward_features(x), taps[i])
+            assert torch.equal(pruned(x), taps[i])  # head pruned: no pooling, no classifier
+        pruned.train()
+        feats = pruned.forward_intermediates(x, indices=take, intermediates_only=True) + [pruned.forward_features(x)]
+        sum(f.sum() for f in feats).backward()
+        assert [n for n, p in pruned.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize("name,out_indices", [("metantk_cell5", (1, 2)), ("metantk_cell8", (0,)),
+                                              ("metantk_conv4", (0, 3))])
+def test_features_only_out_indices_are_the_hand_computed_stages(name, out_indices):
+    torch.manual_seed(0)
+    feats = _create(name, features_only=True, out_indices=out_indices).eval()
+    full = _create(name).eval()
+    full.load_state_dict({k.removeprefix("model."): v for k, v in feats.state_dict().items()}, strict=False)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        if name == "metantk_conv4":
+            taps, h = [], x
+            for block in full.stages:
+                h = block(h)
+                taps.append(h)
+        else:
+            taps = _taps_by_hand(full, x, STAGE_ENDS[len(full.cells)])
+        outs = feats(x)
+    assert len(outs) == len(out_indices)
+    assert all(torch.equal(o, taps[i]) for o, i in zip(outs, out_indices, strict=True))
+    assert feats.feature_info.channels() == [taps[i].shape[1] for i in out_indices]
+    assert torch.jit.script(feats)(x)[0].shape == outs[0].shape  # the getter wrapper scripts too
+
+
+@pytest.mark.parametrize("name", ["metantk_nano", "metantk_conv4"])
+def test_grad_checkpointing_stores_fewer_activations_and_keeps_gradients(name):
+    torch.manual_seed(0)
+    model = _create(name).train()
+    ref = copy.deepcopy(model)
+    x = torch.randn(2, 3, 32, 32)
+
+    def forward_counting_saved(m):
+        saved = [0]
+
+        def pack(t):
+            saved[0] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = m(x)
+        return out, saved[0]
+
+    expected, saved_plain = forward_counting_saved(ref)
+    expected.sum().backward()
+    model.set_grad_checkpointing(True)
+    out, saved_ckpt = forward_counting_saved(model)
+    out.sum().backward()
+    # checkpointed blocks keep only their inputs for backward (measured: about 5x to 10x fewer saved elements)
+    assert saved_ckpt < saved_plain / 3, (saved_ckpt, saved_plain)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for (n, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    model.set_grad_checkpointing(False)
+    assert forward_counting_saved(model)[1] == saved_plain
+
+
+def test_group_matcher_groups_stem_cells_and_stages():
+    from timm.models import group_parameters
+
+    model = _create("metantk_cell5")
+    fine = group_parameters(model, model.group_matcher(), reverse=True)
+    coarse = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+    # fine: stem 0, cell i -> i + 1, head last; coarse: stem 0, the three stages {0}, {1, 2}, {3, 4}, head last
+    stage = {0: 1, 1: 2, 2: 2, 3: 3, 4: 3}
+    for n in fine:
+        parts = n.split(".")
+        if parts[0] == "stem":
+            assert fine[n] == coarse[n] == 0, n
+        elif parts[0] == "cells":
+            assert fine[n] == int(parts[1]) + 1 and coarse[n] == stage[int(parts[1])], n
+        else:
+            assert parts[0] == "classifier" and fine[n] == 6 and coarse[n] == 4, n
+    assert model.no_weight_decay() == set()
+    conv4 = timm.create_model("metantk_conv4")
+    groups = group_parameters(conv4, conv4.group_matcher(), reverse=True)
+    # block 0 is the stem (group 0), blocks 1-3 are groups 1-3, the head comes last
+    assert groups["stages.0.0.weight"] == 0 and groups["stages.3.1.bias"] == 3 and groups["classifier.weight"] == 4
+
+
+def test_pretrained_cfg_fields():
+    for name in ALL:
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert cfg.license == "mit" and cfg.origin_url.startswith("https://github.com/") and cfg.paper_ids, name
+    assert timm.models.get_pretrained_cfg("metantk_cell5").paper_ids == ("arXiv:2203.09137",)
+    assert timm.models.get_pretrained_cfg("metantk_metanas_cell5").paper_ids[0] == "arXiv:1911.11090"
+    assert timm.models.get_pretrained_cfg("metantk_conv4").paper_ids[0] == "arXiv:1703.03400"
+
+
+def test_a_manifest_gives_its_tag_an_hf_hub_id(tmp_path, monkeypatch):
+    rev, digest = "a" * 40, "b" * 64
+    (tmp_path / "m.json").write_text(
+        '{"architecture": "metantk_cell5", "tag": "rfs_test", "repo_id": "org/metantk_cell5.rfs_test", '
+        f'"revision": "{rev}", "files": {{"model.safetensors": "{digest}"}}}}'
+    )
+    monkeypatch.setenv("METANTK_HUB_MANIFESTS", str(tmp_path))
+    cfgs = _registry._default_cfgs()
+    tagged = cfgs["metantk_cell5.rfs_test"]
+    assert tagged["hf_hub_id"] == f"org/metantk_cell5.rfs_test@{rev}"
+    assert tagged["license"] == "mit" and tagged["paper_ids"] == ("arXiv:2203.09137",)
+    assert "hf_hub_id" not in cfgs["metantk_cell5"]
+
+
+@pytest.mark.parametrize("name", ["metantk_cell5", "metantk_cell", "metantk_conv4"])
+def test_pretrained_without_published_weights_is_a_one_line_error(name):
+    with pytest.raises(CheckpointError) as info:
+        timm.create_model(name, pretrained=True)
+    msg = str(info.value)
+    assert "\n" not in msg and len(msg) < 400
+    assert msg.startswith(f"{name} has no published weights") and f"metantk-zoo train --model {name} " in msg
+
+
+def test_pretrained_with_a_weights_file_loads_it(tmp_path):
+    src = timm.create_model("metantk_nano")
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    model = timm.create_model("metantk_nano", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors")))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values(), strict=True))
+
+
+def test_cli_prints_the_missing_weights_error_as_one_line(capsys):
+    from metantk_zoo.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "metantk_nano", "--pretrained", "--dataset", "synthetic"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("Error: metantk_nano has no published weights")
+    assert "metantk-zoo train --model metantk_nano" in err
+
+
+# ----------------------------------------------------------------------------------------------- the zoo table
+CONV4_MACS_BY_HAND = (
+    84 * 84 * 32 * 3 * 9 + 42 * 42 * 32 * 32 * 9 + 21 * 21 * 32 * 32 * 9 + 10 * 10 * 32 * 32 * 9 + 800 * 64
+)  # four conv3x3 at 84, 42, 21, 10 (after each 2x2 pool) and the 800 -> 64 head
+
+
+def test_zoo_table_lists_every_registered_entry_from_one_counter():
+    rows = {r["name"]: r for r in zoo_table()}
+    assert set(rows) == set(timm.list_models("metantk_*"))
+    assert rows["metantk_conv4"]["params"] == 28896 + 800 * 64 + 64 and rows["metantk_conv4"]["macs"] == 27_390_464
+    assert CONV4_MACS_BY_HAND == 27_390_464
+    for name, golden in GOLDEN_64.items():
+        assert rows[name]["params"] == golden
+    assert rows["metantk_cell"]["params"] == rows["metantk_cell5"]["params"] == GOLDEN_64["metantk_mini5_a"]
+    for name in ("metantk_nano", "metantk_cell8"):
+        model = timm.create_model(name, device="meta")
+        assert rows[name]["macs"] == count_macs(model) and rows[name]["params"] == count_parameters(model)
+    assert rows["metantk_nano"]["macs"] < rows["metantk_cell5"]["macs"] < rows["metantk_cell8"]["macs"]
+
+
+def test_readme_zoo_table_matches_the_counter():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for r in zoo_table():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{r['name']}` |")), None)
+        assert row is not None, f"README zoo table has no row for {r['name']}"
+        assert f"{r['params']:,}" in row and f"{r['macs'] / 1e9:.2f}G" in row, row
+
+
+def test_models_command_lists_every_entry_with_params_and_macs():
+    from typer.testing import CliRunner
+
+    from metantk_zoo.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[2:] if line.strip()}
+    for r in zoo_table():
+        assert f"{r['params']:,}" in lines[r["name"]] and f"{r['macs'] / 1e9:.2f}G" in lines[r["name"]]

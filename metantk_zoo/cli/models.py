@@ -15,7 +15,8 @@ from ._app import app
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the zoo: name, cells, parameters (64-way head) and where each genotype comes from.
+    """List every registered architecture: name, cells, parameters (64-way head), multiply-adds at 84x84 and
+    where each genotype comes from.
 
     Example: metantk-zoo models --json
     """
@@ -23,16 +24,20 @@ def models_command(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    headers = ("name", "cells", "params", "source")
+    headers = ("name", "cells", "params", "macs", "source")
     cols = [[_fmt(h, r[h]) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cols)) for i, h in enumerate(headers)]
-    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     typer.echo("  ".join("-" * w for w in widths))
     for c in cols:
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
 
 
 def _fmt(header: str, value: object) -> str:
+    if value is None:
+        return "-"
     if header == "params":
-        return "-" if value is None else f"{value / 1e6:.2f}M"
+        return f"{value:,}"
+    if header == "macs":
+        return f"{value / 1e9:.2f}G"
     return str(value)

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the published genotype strings are kept verbatim, one per line)
 """The published genotypes of MetaNTK-NAS and MetaNAS, as data.
 
 Strings are copied verbatim from the comment headers of the four MetaNTK-NAS search scripts

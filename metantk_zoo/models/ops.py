@@ -6,12 +6,18 @@ depthwise-separable unit (not a dense conv), ``conv_1x5_5x1`` runs 1x5 first (ca
 followed by BatchNorm, and a stride-2 ``skip_connect`` is :class:`FactorizedReduce`. ReLUs are out-of-place so
 that per-sample-gradient hooks (opacus, the hook Gram) see clean autograd graphs.
 
+Every op takes timm's factory kwargs ``device`` and ``dtype`` (parameters and buffers are created there), and
+every ``forward`` is TorchScript- and ``torch.fx``-compatible (no tuple unpacking of shapes, no slicing of
+``nn.Sequential`` on the forward path; the ``leading_relu`` properties, used only by the search supernet, are
+kept out of TorchScript with ``__jit_unused_properties__``).
+
 MetaNTK-NAS: https://arxiv.org/abs/2203.09137; DARTS ops: https://arxiv.org/abs/1806.09055.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +42,14 @@ __all__ = [
 class ReLUConvBN(nn.Module):
     """ReLU -> Conv(k, stride, pad) -> BN; the cell input preprocessing uses the 1x1 form."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
+                 device: Any = None, dtype: torch.dtype | None = None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(out_chs, affine=affine),
+            nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False, **dd),
+            nn.BatchNorm2d(out_chs, affine=affine, **dd),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,15 +59,19 @@ class ReLUConvBN(nn.Module):
 class DilConv(nn.Module):
     """ReLU -> depthwise Conv(k, stride, pad, dilation) -> pointwise Conv 1x1 -> BN (one SepConv unit)."""
 
+    __jit_unused_properties__ = ["leading_relu"]
+
     def __init__(
-        self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, dilation: int, affine: bool = True
+        self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, dilation: int,
+        affine: bool = True, device: Any = None, dtype: torch.dtype | None = None,
     ):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(in_chs, in_chs, kernel_size, stride, padding, dilation=dilation, groups=in_chs, bias=False),
-            nn.Conv2d(in_chs, out_chs, 1, bias=False),
-            nn.BatchNorm2d(out_chs, affine=affine),
+            nn.Conv2d(in_chs, in_chs, kernel_size, stride, padding, dilation=dilation, groups=in_chs, bias=False, **dd),
+            nn.Conv2d(in_chs, out_chs, 1, bias=False, **dd),
+            nn.BatchNorm2d(out_chs, affine=affine, **dd),
         )
 
     @property
@@ -78,12 +90,16 @@ class DilConv(nn.Module):
 class SepConv(nn.Module):
     """``sep_conv_3x3`` ("DualSepConv"): two stacked :class:`DilConv` units, the first carrying the stride."""
 
+    __jit_unused_properties__ = ["leading_relu"]
+
     def __init__(
-        self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, dilation: int, affine: bool = True
+        self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, dilation: int,
+        affine: bool = True, device: Any = None, dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        self.op_a = DilConv(in_chs, in_chs, kernel_size, stride, padding, dilation, affine)
-        self.op_b = DilConv(in_chs, out_chs, kernel_size, 1, padding, dilation, affine)
+        dd = dict(device=device, dtype=dtype)
+        self.op_a = DilConv(in_chs, in_chs, kernel_size, stride, padding, dilation, affine, **dd)
+        self.op_b = DilConv(in_chs, out_chs, kernel_size, 1, padding, dilation, affine, **dd)
 
     @property
     def leading_relu(self) -> nn.Module:
@@ -101,13 +117,17 @@ class SepConv(nn.Module):
 class FacConv(nn.Module):
     """``conv_1x5_5x1``: ReLU -> Conv(1, k) with the stride -> Conv(k, 1) -> BN (dense convs)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_length: int, stride: int, padding: int, affine: bool = True):
+    __jit_unused_properties__ = ["leading_relu"]
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_length: int, stride: int, padding: int, affine: bool = True,
+                 device: Any = None, dtype: torch.dtype | None = None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(in_chs, in_chs, (1, kernel_length), stride, (0, padding), bias=False),
-            nn.Conv2d(in_chs, out_chs, (kernel_length, 1), 1, (padding, 0), bias=False),
-            nn.BatchNorm2d(out_chs, affine=affine),
+            nn.Conv2d(in_chs, in_chs, (1, kernel_length), stride, (0, padding), bias=False, **dd),
+            nn.Conv2d(in_chs, out_chs, (kernel_length, 1), 1, (padding, 0), bias=False, **dd),
+            nn.BatchNorm2d(out_chs, affine=affine, **dd),
         )
 
     @property
@@ -126,7 +146,8 @@ class FacConv(nn.Module):
 class PoolBN(nn.Module):
     """``avg_pool_3x3BN`` / ``max_pool_3x3BN``: 3x3 pool (avg excludes padding) -> BN."""
 
-    def __init__(self, pool_type: str, chs: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+    def __init__(self, pool_type: str, chs: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
+                 device: Any = None, dtype: torch.dtype | None = None):
         super().__init__()
         if pool_type == "avg":
             self.pool: nn.Module = nn.AvgPool2d(kernel_size, stride, padding, count_include_pad=False)
@@ -134,7 +155,7 @@ class PoolBN(nn.Module):
             self.pool = nn.MaxPool2d(kernel_size, stride, padding)
         else:
             raise ValueError(f"pool_type must be 'avg' or 'max', found {pool_type!r}")
-        self.bn = nn.BatchNorm2d(chs, affine=affine)
+        self.bn = nn.BatchNorm2d(chs, affine=affine, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pool(x))
@@ -157,8 +178,8 @@ class Zero(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             return x * 0.0
-        n, c, h, w = x.shape
-        return x.new_zeros(n, c, h // self.stride, w // self.stride)
+        # indexed, not unpacked: torch.fx cannot iterate a traced shape
+        return x.new_zeros(x.shape[0], x.shape[1], x.shape[2] // self.stride, x.shape[3] // self.stride)
 
 
 class FactorizedReduce(nn.Module):
@@ -168,13 +189,17 @@ class FactorizedReduce(nn.Module):
     by one pixel (zero-pad right and bottom, drop the first row and column; works for odd sizes) -> concat -> BN.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, affine: bool = True):
+    __jit_unused_properties__ = ["leading_relu"]
+
+    def __init__(self, in_chs: int, out_chs: int, affine: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         half = out_chs // 2
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(in_chs, half, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(in_chs, out_chs - half, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs, affine=affine)
+        self.conv_1 = nn.Conv2d(in_chs, half, 1, stride=2, bias=False, **dd)
+        self.conv_2 = nn.Conv2d(in_chs, out_chs - half, 1, stride=2, bias=False, **dd)
+        self.bn = nn.BatchNorm2d(out_chs, affine=affine, **dd)
 
     @property
     def leading_relu(self) -> nn.Module:
@@ -196,28 +221,36 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(r), self.conv_2(shifted)], dim=1))
 
 
-def cell_preprocess(prev_prev_chs: int, prev_chs: int, chs: int, reduction_prev: bool) -> tuple[nn.Module, nn.Module]:
+def cell_preprocess(
+    prev_prev_chs: int, prev_chs: int, chs: int, reduction_prev: bool, device: Any = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Module, nn.Module]:
     """A cell's input preprocessing (``preprocess0``, ``preprocess1``), the same in search and evaluation cells.
 
     Input 0 (the cell two back) is factor-reduced when the previous cell reduced, else ReLU-Conv1x1-BN; input 1
     is always ReLU-Conv1x1-BN. Both map to the cell width ``chs``.
     """
-    pre0 = FactorizedReduce(prev_prev_chs, chs) if reduction_prev else ReLUConvBN(prev_prev_chs, chs, 1, 1, 0)
-    return pre0, ReLUConvBN(prev_chs, chs, 1, 1, 0)
+    dd = dict(device=device, dtype=dtype)
+    if reduction_prev:
+        pre0: nn.Module = FactorizedReduce(prev_prev_chs, chs, **dd)
+    else:
+        pre0 = ReLUConvBN(prev_prev_chs, chs, 1, 1, 0, **dd)
+    return pre0, ReLUConvBN(prev_chs, chs, 1, 1, 0, **dd)
 
 
-OpFn = Callable[[int, int, bool], nn.Module]
+OpFn = Callable[..., nn.Module]
 
-#: op name -> ``fn(chs, stride, affine) -> nn.Module``; inside a cell every op maps ``chs`` to ``chs`` channels.
+#: op name -> ``fn(chs, stride, affine, device=None, dtype=None) -> nn.Module``; inside a cell every op maps
+#: ``chs`` to ``chs`` channels.
 OPS: dict[str, OpFn] = {
-    "none": lambda c, stride, affine: Zero(stride),
-    "skip_connect": lambda c, stride, affine: Identity() if stride == 1 else FactorizedReduce(c, c, affine),
-    "sep_conv_3x3": lambda c, stride, affine: SepConv(c, c, 3, stride, 1, 1, affine),
-    "dil_conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 2, 2, affine),
-    "avg_pool_3x3BN": lambda c, stride, affine: PoolBN("avg", c, 3, stride, 1, affine),
-    "max_pool_3x3BN": lambda c, stride, affine: PoolBN("max", c, 3, stride, 1, affine),
-    "conv_1x5_5x1": lambda c, stride, affine: FacConv(c, c, 5, stride, 2, affine),
-    "conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 1, 1, affine),
+    "none": lambda c, stride, affine, **dd: Zero(stride),
+    "skip_connect": lambda c, stride, affine, **dd: Identity() if stride == 1 else FactorizedReduce(c, c, affine, **dd),
+    "sep_conv_3x3": lambda c, stride, affine, **dd: SepConv(c, c, 3, stride, 1, 1, affine, **dd),
+    "dil_conv_3x3": lambda c, stride, affine, **dd: DilConv(c, c, 3, stride, 2, 2, affine, **dd),
+    "avg_pool_3x3BN": lambda c, stride, affine, **dd: PoolBN("avg", c, 3, stride, 1, affine, **dd),
+    "max_pool_3x3BN": lambda c, stride, affine, **dd: PoolBN("max", c, 3, stride, 1, affine, **dd),
+    "conv_1x5_5x1": lambda c, stride, affine, **dd: FacConv(c, c, 5, stride, 2, affine, **dd),
+    "conv_3x3": lambda c, stride, affine, **dd: DilConv(c, c, 3, stride, 1, 1, affine, **dd),
 }
 
 #: The few-shot DARTS search space in MNN's op-index order (index 0, ``none``, is never a candidate).
