@@ -14,6 +14,9 @@ Measures (``reference/performance-facts.md``):
    recomputed for every candidate and repeat, thin networks rebuilt per candidate, region patches built per image
    through PIL, n x n Hamming region count), timed as blocks engine / reference / engine. The full round (126
    candidates) is extrapolated from them.
+3. **Candidate batching** (``--candidate-batch N``): the same round-0 candidates scored one by one and N at a time
+   (stacked meta-batches, per-sample masks, the Gram folded per candidate), the two taking turns; time per candidate
+   and the ratio one-by-one / batched, and on CUDA the peak memory of one pass of each.
 
 Example (full size, slow on a CPU):  python scripts/bench_search.py --json bench.json
 Reduced configuration (a minute):    python scripts/bench_search.py --quick
@@ -35,10 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from metantk_zoo.nas.config import SearchConfig  # noqa: E402
 from metantk_zoo.nas.kernels import condition_number, empirical_ntk, meta_ntk  # noqa: E402
-from metantk_zoo.nas.loop import SearchConfig, TensorSource, _Data, _rng, _Scorer, _WithHead  # noqa: E402
+from metantk_zoo.nas.loop import TensorSource, _Data, _rng, _Scorer, _WithHead  # noqa: E402
 from metantk_zoo.nas.regions import activation_patterns  # noqa: E402
 from metantk_zoo.nas.supernet import SuperNet, initial_alive, reset_parameters  # noqa: E402
+from metantk_zoo.utils.device import resolve_device  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -257,6 +262,68 @@ def bench_round(cfg: SearchConfig, device: torch.device, n_cand: int) -> dict:
             "round_ratio": baseline_round / engine_round}
 
 
+def bench_batching(cfg: SearchConfig, device: torch.device, sizes: tuple[int, ...] = (1, 4), n_candidates: int = 8,
+                   reps: int = 2, source=None) -> dict:
+    """Time per round-0 candidate scored one by one and ``size`` at a time, in turns, in one run."""
+    if source is None:
+        g = torch.Generator().manual_seed(0)
+        source = TensorSource(torch.randint(0, 256, (20 * 12, 3, 84, 84), dtype=torch.uint8, generator=g),
+                              torch.arange(20 * 12) % 20)
+    data = _Data(source, cfg, device)
+    alive = initial_alive(len(cfg.space))
+    keys = [(c, e, o) for c in range(2) for e in range(9) for o in range(1, len(cfg.space))][:n_candidates]
+    cands = []
+    for key in keys:
+        cand = alive.clone()
+        cand[key] = False
+        cands.append(cand)
+    scorer = _Scorer(cfg, 0, data, device, "hook", candidate_batch=1)
+    scorer.start_stage("round0")
+    scorer.score("round0", keys[0], cands[0], alive, alive)  # warm-up; the unpruned kernels are computed here once
+
+    def run(size: int, keys_, cands_) -> None:
+        for start in range(0, len(keys_), size):
+            k, c = keys_[start:start + size], cands_[start:start + size]
+            if size == 1:
+                scorer.score("round0", k[0], c[0], alive, alive)
+            else:
+                scorer.score_many("round0", k, c, alive, alive)
+
+    peak: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for size in sizes:  # warm-up of each size (allocator, cuDNN plans), and its peak memory on CUDA
+        try:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            run(size, keys[:size], cands[:size])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                peak[str(size)] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        except torch.OutOfMemoryError as e:
+            failed[str(size)] = f"out of memory: {str(e)[:200]}"
+            torch.cuda.empty_cache()
+    sizes = tuple(s for s in sizes if str(s) not in failed)
+    times: dict[int, list[float]] = {s: [] for s in sizes}
+    for _ in range(reps):
+        for size in sizes:
+            _sync(device)
+            t = time.perf_counter()
+            run(size, keys, cands)
+            _sync(device)
+            times[size].append((time.perf_counter() - t) / len(keys))
+            print(f"  batch {size:3d}: {times[size][-1]:.3f} s per candidate", file=sys.stderr)
+    per = {str(s): statistics.median(v) for s, v in times.items()}
+    fastest = {str(s): min(v) for s, v in times.items()}  # the least disturbed block: robust on a shared machine
+    return {"sizes": list(sizes), "candidates": len(keys), "reps": reps, "per_candidate_seconds": per,
+            "all_seconds": {str(s): v for s, v in times.items()}, "peak_mib": peak or None,
+            "one_by_one_over_batched": {s: per[str(sizes[0])] / v for s, v in per.items()},
+            "fastest_per_candidate_seconds": fastest,
+            "one_by_one_over_batched_fastest": {s: fastest[str(sizes[0])] / v for s, v in fastest.items()},
+            "failed": failed}
+
+
 def check_float64(cfg: SearchConfig, device: torch.device) -> dict:
     """Backend agreement in float64 on the configured supernet, and the MetaNTK against a direct scipy version."""
     import math
@@ -303,7 +370,7 @@ def check_float64(cfg: SearchConfig, device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--channels", type=int, default=48)
     p.add_argument("--cells", type=int, default=5)
     p.add_argument("--resolution", type=int, default=32)
@@ -315,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--skip-round", action="store_true", help="only benchmark the Gram")
     p.add_argument("--skip-gram", action="store_true", help="only benchmark round scoring")
+    p.add_argument("--candidate-batch", type=int, default=None,
+                   help="also time round-0 candidates scored this many at a time against one by one")
+    p.add_argument("--batch-candidates", type=int, default=8, help="candidates timed for --candidate-batch")
     p.add_argument("--quick", action="store_true", help="reduced configuration: C=16, 1 task, 1 repeat, 2 candidates")
     p.add_argument("--check-float64", action="store_true",
                    help="also check hook/opacus/torch.func agreement and the MetaNTK in float64 on this supernet")
@@ -325,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         a.channels, a.tasks, a.repeats, a.candidates, a.reps = 16, 1, 1, 2, 2
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = torch.device(a.device)
+    device = resolve_device(a.device)
     cfg = SearchConfig(channels=a.channels, num_cells=a.cells, resolution=a.resolution, n_tasks=a.tasks,
                        repeats=a.repeats, region_patches=a.patches)
     machine = {"device": str(device), "cpu": platform.processor() or platform.machine(),
@@ -341,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         result["float64"] = check_float64(cfg, device)
     if not a.skip_round:
         result["round"] = bench_round(cfg, device, a.candidates)
+    if a.candidate_batch:
+        result["batching"] = bench_batching(cfg, device, (1, a.candidate_batch), a.batch_candidates)
 
     rows = []
     gram = result.get("gram", {})
@@ -360,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                      rd["measured_ratio"], ""))
         rows.append((f"round scoring: reference / engine (full round, {rd['round_candidates']} candidates)",
                      rd["round_ratio"], ">= 5"))
+    if "batching" in result:
+        bt = result["batching"]
+        rows.append((f"candidates: one by one / batched {a.candidate_batch} (time per candidate)",
+                     bt["one_by_one_over_batched"][str(a.candidate_batch)], ">= 1 (no slowdown)"))
     result["ratios"] = {name: value for name, value, _ in rows}
     print(f"\n{'measure':68s} {'ratio':>8s}  target")
     for name, value, target in rows:

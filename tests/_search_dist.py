@@ -11,7 +11,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).parent))
 from _search_helpers import nano_config, nano_source  # noqa: E402
 
-from metantk_zoo.nas.loop import search  # noqa: E402
+from metantk_zoo.nas import search  # noqa: E402
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from metantk_zoo.nas.loop import SearchConfig, TensorSource
+from metantk_zoo.nas import SearchConfig, TensorSource
 
 #: 2 candidate ops, C=4, 3 cells, 8x8 inputs, 2 tasks x 2 ways: 36 + 14 candidates in seconds.
 NANO = SearchConfig(channels=4, num_cells=3, resolution=8, repeats=1, n_tasks=2, n_way=2, region_patches=50,

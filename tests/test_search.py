@@ -17,7 +17,7 @@ from _search_helpers import nano_config, nano_source
 import metantk_zoo.nas.loop as search_mod
 from metantk_zoo.errors import CheckpointError, ConfigError, DatasetError
 from metantk_zoo.genotype import Genotype
-from metantk_zoo.nas.loop import PRESETS, SearchConfig, SearchResult, rank_candidates, round_sig, search
+from metantk_zoo.nas import PRESETS, SearchConfig, SearchResult, rank_candidates, round_sig, search
 
 
 def test_round_sig():
@@ -238,7 +238,7 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend, share_inputs):
+    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend, share_inputs, candidate_batch=None):
         calls.append((cfg, seed, device, Path(checkpoint).name, resume, (backend, share_inputs), len(source.labels)))
         return SearchResult(NAMED["mini5_a"], cfg, seed, [{"stage": "round", "name": "round0", "candidates": []}])
 

@@ -4,6 +4,7 @@ empirical NTK / MetaNTK kernels, linear regions, search inputs, candidate rankin
 
 from __future__ import annotations
 
+from .config import METHODS, PRESETS, SearchConfig
 from .inputs import (
     kernel_inputs,
     normalize_uint8,
@@ -20,17 +21,8 @@ from .kernels import (
     kernel_parameters,
     meta_ntk,
 )
-from .loop import (
-    METHODS,
-    PRESETS,
-    SearchConfig,
-    SearchResult,
-    SearchSource,
-    TensorSource,
-    rank_candidates,
-    round_sig,
-    search,
-)
+from .loop import SearchResult, SearchSource, TensorSource, search
+from .ranking import rank_candidates, round_sig
 from .regions import (
     activation_patterns,
     count_distinct_rows,

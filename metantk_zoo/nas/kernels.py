@@ -91,6 +91,7 @@ def empirical_ntk(
     backend: str = "hook",
     use_bias: bool = False,
     per_layer: bool = False,
+    groups: int = 1,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """Empirical NTK of the scalar output ``f(x) = model(x)[i].sum()``: ``Theta[i, j] = <df(x_i)/dW, df(x_j)/dW>``.
 
@@ -105,20 +106,31 @@ def empirical_ntk(
         backend: ``"hook"`` (fast exact default), ``"opacus"`` (the paper's tool) or ``"func"`` (torch.func).
         use_bias: include biases of non-norm layers.
         per_layer: return ``{module_name: (N, N) Gram}`` instead of their sum.
+        groups: G > 1 splits the batch into G consecutive blocks of N/G samples (e.g. G candidates' meta-batches
+            stacked, :meth:`~metantk_zoo.nas.supernet.SuperNet.set_candidates`) and returns only the G diagonal
+            blocks of the Gram, (G, N/G, N/G): the hook backend folds each block on its own (G x fewer Gram FLOPs);
+            ``opacus`` and ``func`` take the blocks of the full Gram.
 
     Returns:
-        (N, N) float64 Gram on ``x.device`` (or a dict of them).
+        (N, N) float64 Gram on ``x.device`` (or a dict of them); (G, N/G, N/G) with ``groups`` G > 1.
 
     Raises:
-        KernelError: unknown backend, a weighted layer the hook backend cannot handle, or an empty parameter set.
+        KernelError: unknown backend, a weighted layer the hook backend cannot handle, an empty parameter set, or a
+            batch that ``groups`` does not divide.
     """
     if backend not in NTK_BACKENDS:
         raise KernelError(f"unknown NTK backend {backend!r}; expected one of {', '.join(NTK_BACKENDS)}")
     if x.dim() < 1 or x.shape[0] < 1:
         raise KernelError(f"expected a batch of inputs (N, ...), found shape {tuple(x.shape)}")
-    fn = {"hook": _ntk_hook, "opacus": _ntk_opacus, "func": _ntk_func}[backend]
+    if groups < 1 or x.shape[0] % groups:
+        raise KernelError(f"groups={groups} must be >= 1 and divide the batch of {x.shape[0]} samples")
     with ieee_fp32():
-        grams = fn(model, x, use_bias)
+        if backend == "hook":
+            grams = _ntk_hook(model, x, use_bias, groups)
+        else:
+            grams = {"opacus": _ntk_opacus, "func": _ntk_func}[backend](model, x, use_bias)
+            if groups > 1:
+                grams = {k: _diagonal_blocks(g, groups) for k, g in grams.items()}
     if not grams:
         raise KernelError("no weight of a non-normalisation layer takes part in the output; the NTK is undefined")
     if per_layer:
@@ -127,7 +139,13 @@ def empirical_ntk(
 
 
 # ------------------------------------------------------------------------------------------------- hook Gram
-def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, torch.Tensor]:
+def _diagonal_blocks(gram: torch.Tensor, groups: int) -> torch.Tensor:
+    """(N, N) -> its ``groups`` diagonal blocks (G, N/G, N/G)."""
+    n = gram.shape[0] // groups
+    return torch.stack([gram[i * n:(i + 1) * n, i * n:(i + 1) * n] for i in range(groups)])
+
+
+def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool, groups: int = 1) -> dict[str, torch.Tensor]:
     names = {m: name for name, m in model.named_modules()}
     params = kernel_parameters(model, use_bias)
     owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in params}
@@ -150,9 +168,9 @@ def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, to
         def on_grad(g: torch.Tensor) -> None:
             g = g.detach()
             if isinstance(module, nn.Linear):
-                accumulate(name, _linear_gram(module, a, g, use_bias))
+                accumulate(name, _linear_gram(module, a, g, use_bias, groups))
             else:
-                accumulate(name, _conv_gram(module, a, g, use_bias))
+                accumulate(name, _conv_gram(module, a, g, use_bias, groups))
 
         output.register_hook(on_grad)
 
@@ -180,14 +198,28 @@ def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, to
 GRAM_CHUNK = 8192
 
 
-def _gram64(blocks: Iterable[torch.Tensor]) -> torch.Tensor:
+def _gram64(blocks: Iterable[torch.Tensor], groups: int = 1) -> torch.Tensor:
     """Float64 Gram ``sum_b b @ b.T`` of column blocks (N, P_b) of per-sample gradients: each block is cast and
-    reduced on its own, so the float64 copy stays in cache and no (N, P) float64 tensor is ever allocated."""
+    reduced on its own, so the float64 copy stays in cache and no (N, P) float64 tensor is ever allocated. With
+    ``groups`` G > 1 only the G diagonal (N/G, N/G) blocks are formed: (G, N/G, N/G)."""
     gram = None
     for block in blocks:
         block = block.double()
-        gram = block @ block.T if gram is None else gram.addmm_(block, block.T)
+        if groups > 1:
+            block = block.reshape(groups, -1, block.shape[-1])  # (G, N/G, P_b)
+            gram = torch.bmm(block, block.transpose(1, 2)) if gram is None else gram.baddbmm_(
+                block, block.transpose(1, 2))
+        else:
+            gram = block @ block.T if gram is None else gram.addmm_(block, block.T)
     return gram
+
+
+def _outer_gram(v: torch.Tensor, groups: int) -> torch.Tensor:
+    """``v v^T`` of float64 rows (N, D), or its G diagonal blocks (G, N/G, N/G)."""
+    if groups == 1:
+        return v @ v.T
+    v = v.reshape(groups, -1, v.shape[-1])
+    return torch.bmm(v, v.transpose(1, 2))
 
 
 def _chunks(gw: torch.Tensor) -> Iterable[torch.Tensor]:
@@ -229,30 +261,30 @@ def _conv_offset_blocks(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> 
             yield from _conv1x1_blocks(g, shifted.reshape(n, c_in, ho * wo))  # a view for 1x1 stride-1 convs
 
 
-def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: bool) -> torch.Tensor:
+def _linear_gram(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, use_bias: bool, groups: int = 1) -> torch.Tensor:
     n = a.shape[0]
     if a.dim() == 2:
         a64, g64 = a.double(), g.double()
-        gram = (a64 @ a64.T) * (g64 @ g64.T)  # (N, N): per-sample grads are outer products g_i a_i^T
+        gg = _outer_gram(g64, groups)
+        gram = _outer_gram(a64, groups) * gg  # (N, N): per-sample grads are outer products g_i a_i^T
         if use_bias and module.bias is not None:
-            gram = gram + g64 @ g64.T
+            gram = gram + gg
         return gram
     a, g = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])  # (N, L, in), (N, L, out)
-    gram = _gram64(_chunks(torch.einsum("nlo,nli->noi", g, a).reshape(n, -1)))
+    gram = _gram64(_chunks(torch.einsum("nlo,nli->noi", g, a).reshape(n, -1)), groups)
     if use_bias and module.bias is not None:
-        gb = g.sum(1).double()
-        gram = gram + gb @ gb.T
+        gram = gram + _outer_gram(g.sum(1).double(), groups)
     return gram
 
 
-def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bool) -> torch.Tensor:
+def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bool, groups: int = 1) -> torch.Tensor:
     n = a.shape[0]
     if module.padding_mode != "zeros":
         raise KernelError(f"hook NTK backend: padding_mode {module.padding_mode!r} is not supported")
     o, out_pixels = g.shape[1], g.shape[2] * g.shape[3]
     one_by_one = module.kernel_size == (1, 1) and module.padding == (0, 0) and module.dilation == (1, 1)
     if module.groups == 1 and (one_by_one or module.in_channels * o > OFFSET_PATH_RATIO * out_pixels):
-        gram = _gram64(_conv_offset_blocks(module, a, g))
+        gram = _gram64(_conv_offset_blocks(module, a, g), groups)
     else:
         # one convolution-backward with the batch folded into the groups gives every per-sample weight gradient
         c_in, h, w = a.shape[1:]
@@ -270,10 +302,9 @@ def _conv_gram(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, use_bias: bo
             module.groups * n,
             [False, True, False],
         )
-        gram = _gram64(_chunks(gw.reshape(n, -1)))
+        gram = _gram64(_chunks(gw.reshape(n, -1)), groups)
     if use_bias and module.bias is not None:
-        gb = g.sum((2, 3)).double()
-        gram = gram + gb @ gb.T
+        gram = gram + _outer_gram(g.sum((2, 3)).double(), groups)
     return gram
 
 

@@ -1,4 +1,4 @@
-"""MetaNTK-NAS pruning search: score every live op by MetaNTK trainability and linear regions, prune, repeat.
+"""The MetaNTK-NAS search loop: score every live op by MetaNTK trainability and linear regions, prune, repeat.
 
 Follows ``reference/method-facts.md`` §4-6. Each round scores every live (cell type, edge, op) of a supernet by
 
@@ -8,11 +8,11 @@ Follows ``reference/method-facts.md`` §4-6. Each round scores every live (cell 
 * the relative change of the number of linear regions of the thin proxy network on 3 x 1000 random 3x3 patches,
 
 each averaged over ``repeats`` (per-repeat values rounded to 3 decimals), ranks both (ΔC descending, ΔR ascending,
-3-significant-figure sort keys, dense ranks on exact ties), prunes the op with the lowest rank sum on every edge,
-and finally keeps the two best input edges of every node. Baselines: ``tenas`` (the NTK of the classifier output
-on plain batches, §4.7), ``regions-only``, ``metantk-only`` and ``random`` (§6.4).
+3-significant-figure sort keys, dense ranks on exact ties: :mod:`.ranking`), prunes the op with the lowest rank
+sum on every edge, and finally keeps the two best input edges of every node. Baselines: ``tenas`` (the NTK of the
+classifier output on plain batches, §4.7), ``regions-only``, ``metantk-only`` and ``random`` (§6.4).
 
-Fast by exact means: the hook Gram (:func:`metantk_zoo.kernels.empirical_ntk`), one network per round whose
+Fast by exact means: the hook Gram (:func:`metantk_zoo.nas.kernels.empirical_ntk`), one network per round whose
 candidates are masks (the reference rebuilds and copies a network per candidate; weights are identical either
 way), the unpruned network's kernel computed once per round and repeat (``protocol="shared"``, the default; the
 reference's draws are ``protocol="reference"``), patches built as tensors and regions counted with ``unique``.
@@ -27,10 +27,8 @@ MetaNTK-NAS: https://arxiv.org/abs/2203.09137; TE-NAS: https://arxiv.org/abs/210
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
-import math
 import os
 import platform
 import time
@@ -44,12 +42,13 @@ from torch import nn
 from ..data.constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..genotype import Genotype
-from ..models.ops import DARTS_FEWSHOT
 from ..utils.distributed import current, gather_objects
 from ..utils.io import read_json, write_json
 from ..utils.progress import progress
+from .config import CELLS, SearchConfig
 from .inputs import kernel_inputs, normalize_uint8, region_patches, resize_uint8, tenas_augment
 from .kernels import NAN_CONDITION, condition_number, empirical_ntk, meta_ntk
+from .ranking import rank_stage
 from .regions import count_linear_regions
 from .supernet import (
     EDGES,
@@ -61,153 +60,11 @@ from .supernet import (
     reset_parameters,
 )
 
-__all__ = [
-    "METHODS",
-    "PRESETS",
-    "SearchConfig",
-    "SearchSource",
-    "TensorSource",
-    "SearchResult",
-    "search",
-    "rank_candidates",
-    "round_sig",
-]
+__all__ = ["SearchSource", "TensorSource", "SearchResult", "search"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("metantk", "tenas", "regions-only", "metantk-only", "random")
-_CELLS = ("normal", "reduce")
 _CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Settings of one search; defaults are the reference's mini-ImageNet 5-cell run (``scripts/script_mini_5cell.sh``).
-
-    Attributes:
-        method: ``metantk`` (the paper), ``tenas`` (NTK of the classifier output + regions), ``regions-only``,
-            ``metantk-only`` or ``random``.
-        kernel: ``maml`` (K = Theta) or ``anil`` (K = the head Gram).
-        inner_lr_time: tau; values >= 1000 mean infinity, as the reference.
-        reg_coef: lambda of the inner-loop ridge.
-        repeats: score repeats per candidate (3).
-        n_tasks, n_way, n_shot, n_query: the kernel's meta-batch (3 tasks, 5-way, 1 shot, 1 query per class).
-        ntk_batch: images per kernel for the ``tenas`` baseline (30).
-        channels, num_cells, resolution, num_classes: kernel network C (48), L (5/8), input size (32) and its
-            classifier width (64 mini / 351 tiered; only the ``tenas`` NTK uses it).
-        region_channels: thin-network C (1); region_patches, region_batches: 3 batches of 1000 patches.
-        ops: candidate ops (the 7 of the few-shot DARTS space).
-        protocol: ``shared`` computes the unpruned kernel once per round and repeat, on one meta-batch shared by the
-            round's candidates; ``reference`` draws a new meta-batch and recomputes it for every candidate.
-        shared_head: the candidate uses the unpruned network's random head (the reference draws a new one).
-        init: ``default`` (PyTorch's default init, what the reference ran) or ``kaiming`` (the paper's text).
-        episode_pool: draw episodes from a fixed pool of this many index-seeded episodes (1000); 0: fresh episodes.
-        augment: TE-NAS augmentation of supports.
-        precision: decimals of per-repeat scores and significant figures of sort keys (3).
-        stale_group_origin: the edge pass compares against the network at its start (the reference's quirk).
-    """
-
-    method: str = "metantk"
-    kernel: str = "maml"
-    inner_lr_time: float = math.inf
-    reg_coef: float = 1e-3
-    repeats: int = 3
-    n_tasks: int = 3
-    n_way: int = 5
-    n_shot: int = 1
-    n_query: int = 1
-    ntk_batch: int = 30
-    channels: int = 48
-    num_cells: int = 5
-    resolution: int = 32
-    num_classes: int = 64
-    region_channels: int = 1
-    region_patches: int = 1000
-    region_batches: int = 3
-    ops: tuple[str, ...] = DARTS_FEWSHOT[1:]
-    protocol: str = "shared"
-    shared_head: bool = False
-    init: str = "default"
-    episode_pool: int = 1000
-    augment: bool = True
-    precision: int = 3
-    stale_group_origin: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ops", tuple(self.ops))
-        if self.inner_lr_time >= 1000:
-            object.__setattr__(self, "inner_lr_time", math.inf)  # prune_metantknas.py: tau >= 1000 -> inf
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field."""
-        choices = {"method": METHODS, "kernel": ("maml", "anil"), "protocol": ("shared", "reference"),
-                   "init": ("default", "kaiming")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; found {getattr(self, name)!r}")
-        positive = ("repeats", "n_tasks", "n_way", "n_shot", "n_query", "ntk_batch", "channels", "resolution",
-                    "num_classes", "region_channels", "region_patches", "region_batches")
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, found {v!r}")
-        if self.num_cells < 3:
-            raise ConfigError(f"num_cells must be >= 3, found {self.num_cells}")
-        if self.resolution < 3:
-            raise ConfigError(f"resolution must be >= 3 (3x3 region patches), found {self.resolution}")
-        if not self.inner_lr_time > 0 or not self.reg_coef >= 0:
-            raise ConfigError(f"inner_lr_time must be > 0 and reg_coef >= 0, found {self.inner_lr_time}, "
-                              f"{self.reg_coef}")
-        if self.episode_pool < 0 or self.precision < 0:
-            raise ConfigError("episode_pool and precision must be >= 0")
-        bad = [op for op in self.ops if op not in DARTS_FEWSHOT[1:]]
-        if bad or not self.ops or len(set(self.ops)) != len(self.ops):
-            raise ConfigError(f"ops must be distinct names of {', '.join(DARTS_FEWSHOT[1:])}; found {list(self.ops)}")
-
-    @property
-    def space(self) -> tuple[str, ...]:
-        return ("none", *self.ops)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["ops"] = list(self.ops)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        """Build from a dict (e.g. a saved ``config.json``); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown search config field(s) {unknown}; known: {', '.join(sorted(names))}")
-        data = dict(data)
-        if "ops" in data:
-            data["ops"] = tuple(data["ops"])
-        if isinstance(data.get("inner_lr_time"), str):
-            data["inner_lr_time"] = float(data["inner_lr_time"])
-        return cls(**data)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> SearchConfig:
-        """A named preset (:data:`PRESETS`) with field overrides."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown search preset {name!r}; known presets: {', '.join(PRESETS)}")
-        return dataclasses.replace(PRESETS[name], **overrides)
-
-
-#: The four published search scripts (§4.1) and a CPU-sized preset.
-PRESETS: dict[str, SearchConfig] = {
-    "mini5": SearchConfig(kernel="maml", inner_lr_time=math.inf, reg_coef=1e-3, num_cells=5, num_classes=64),
-    "mini8": SearchConfig(kernel="anil", inner_lr_time=1.0, reg_coef=1e-5, num_cells=8, num_classes=64),
-    "tiered5": SearchConfig(kernel="maml", inner_lr_time=math.inf, reg_coef=1e-3, num_cells=5, num_classes=351),
-    "tiered8": SearchConfig(kernel="anil", inner_lr_time=math.inf, reg_coef=1e-3, num_cells=8, num_classes=351),
-    # mini5's kernel settings on a CPU budget: 3 candidate ops (one parameter-free, one conv, one pool), C=4,
-    # 3 cells, 8x8 inputs, 1 repeat, 1 batch of 100 patches: 104 candidates instead of 500.
-    "tiny": SearchConfig(kernel="maml", inner_lr_time=math.inf, reg_coef=1e-3, channels=4, num_cells=3,
-                         resolution=8, repeats=1, region_patches=100, region_batches=1,
-                         ops=("skip_connect", "sep_conv_3x3", "max_pool_3x3BN")),
-}
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -243,6 +100,9 @@ class TensorSource:
 #: mini-ImageNet's 38,400 training images at 32x32; a larger source is resized on every draw instead
 RESIZED_CACHE_BYTES = 2**30
 
+
+#: tries per task to draw an episode that is not already in the meta-batch
+_EPISODE_REDRAWS = 100
 
 class _Data:
     """Episode and image sampling over a source, recording which images were seen (for the fingerprint)."""
@@ -292,15 +152,36 @@ class _Data:
         return self._resized[indices.to(self.device)]
 
     def meta_batch(self, g: torch.Generator) -> torch.Tensor:
+        """The kernel's meta-batch: ``n_tasks`` distinct episodes, as the reference's shuffled sampler never repeats
+        one within a batch. A pool index already in the batch, or an episode with the same support and query images
+        as an earlier task, is drawn again (batches without a repeat are unchanged)."""
         cfg = self.cfg
-        qry, spt = [], []
+        qry, spt, used, seen = [], [], set(), set()
         for _ in range(cfg.n_tasks):
-            eg = _rng("episode", int(torch.randint(cfg.episode_pool, (1,), generator=g))) if cfg.episode_pool else g
-            chosen = torch.randperm(len(self.classes), generator=eg)[: cfg.n_way]
-            for c in chosen.tolist():
-                members = self.classes[c][torch.randperm(len(self.classes[c]), generator=eg)]
-                spt.append(members[: cfg.n_shot])
-                qry.append(members[cfg.n_shot : cfg.n_shot + cfg.n_query])
+            for _ in range(_EPISODE_REDRAWS):
+                if cfg.episode_pool:
+                    index = int(torch.randint(cfg.episode_pool, (1,), generator=g))
+                    if index in used:
+                        continue
+                    used.add(index)
+                    eg = _rng("episode", index)
+                else:
+                    eg = g
+                s_t, q_t = [], []
+                chosen = torch.randperm(len(self.classes), generator=eg)[: cfg.n_way]
+                for c in chosen.tolist():
+                    members = self.classes[c][torch.randperm(len(self.classes[c]), generator=eg)]
+                    s_t.append(members[: cfg.n_shot])
+                    q_t.append(members[cfg.n_shot : cfg.n_shot + cfg.n_query])
+                key = (frozenset(torch.cat(s_t).tolist()), frozenset(torch.cat(q_t).tolist()))
+                if key not in seen:
+                    break
+            else:
+                raise DatasetError(f"could not draw {cfg.n_tasks} distinct {cfg.n_way}-way episodes from the search "
+                                   f"data in {_EPISODE_REDRAWS} tries; use more classes or images, or fewer tasks")
+            seen.add(key)
+            spt += s_t
+            qry += q_t
         x_qry, x_spt = self.load(torch.cat(qry)), self.load(torch.cat(spt))  # (T*W*Q, 3, H, W), (T*W*S, ...)
         return kernel_inputs(x_qry, x_spt, g, cfg.resolution, cfg.augment)
 
@@ -339,47 +220,6 @@ def _rng(*keys: Any) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-# ------------------------------------------------------------------------------------------------- ranking
-def round_sig(x: float, sig: int = 3) -> float:
-    """Round to ``sig`` significant figures (the reference's ``round_to`` sort keys); 0 and non-finite unchanged."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    p = math.floor(math.log10(abs(x))) + 1
-    return round(x * 10.0 ** (-p), sig) * 10.0**p
-
-
-def _dense_ranks(order: list[int], values: Sequence[float]) -> dict[int, int]:
-    ranks, prev, r = {}, None, -1
-    for i in order:
-        if prev is None or values[i] != values[prev]:  # ties on the exact (unrounded) means
-            r += 1
-        ranks[i] = r
-        prev = i
-    return ranks
-
-
-def rank_candidates(d_cond: Sequence[float], d_regions: Sequence[float], precision: int = 3):
-    """The reference's rank-sum (§6.2) over candidates given in iteration order.
-
-    ΔC sorted descending and ΔR ascending by their ``precision``-significant-figure values (stable), dense ranks
-    on exact equality of the unrounded values, total = rank_C + rank_R, candidates ordered by total (stable over
-    the ΔC order). Non-finite scores sort as the least prunable.
-
-    Returns:
-        (order, rank_cond, rank_regions, total): ``order`` lists candidate indices, most prunable first.
-    """
-    n = len(d_cond)
-    c_key = [round_sig(v, precision) if math.isfinite(v) else -math.inf for v in d_cond]
-    r_key = [round_sig(v, precision) if math.isfinite(v) else math.inf for v in d_regions]
-    order_c = sorted(range(n), key=lambda i: c_key[i], reverse=True)
-    order_r = sorted(range(n), key=lambda i: r_key[i])
-    rank_c, rank_r = _dense_ranks(order_c, d_cond), _dense_ranks(order_r, d_regions)
-    total = {i: rank_c[i] + rank_r[i] for i in range(n)}
-    order = sorted(order_c, key=lambda i: total[i])
-    return order, [rank_c[i] for i in range(n)], [rank_r[i] for i in range(n)], [total[i] for i in range(n)]
-
-
-# ------------------------------------------------------------------------------------------------- results
 @dataclass
 class SearchResult:
     """The outcome of :func:`search`.
@@ -426,7 +266,6 @@ class SearchResult:
                    data_fingerprint=d.get("data_fingerprint", ""))
 
 
-# -------------------------------------------------------------------------------------------------- search
 class _WithHead(nn.Module):
     def __init__(self, body: SuperNet, head: nn.Linear):
         super().__init__()
@@ -436,12 +275,47 @@ class _WithHead(nn.Module):
         return self.head(self.body.forward_features(x))
 
 
+class _StackedHeads(nn.Module):
+    """G linear heads over G consecutive blocks of a batch: block ``i``'s output is ``heads[i]`` of its features.
+
+    Every head runs on the whole batch and is masked to its block, so a head's per-sample gradients outside its
+    block are exact zeros and each candidate's Gram block sees only its own head."""
+
+    def __init__(self, heads: Sequence[nn.Linear]):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:  # (G*n, F) -> (G*n, n_way)
+        n_groups = len(self.heads)
+        onehot = torch.eye(n_groups, dtype=f.dtype, device=f.device).repeat_interleave(f.shape[0] // n_groups, 0)
+        out = None
+        for i, head in enumerate(self.heads):
+            y = head(f) * onehot[:, i : i + 1]
+            out = y if out is None else out + y
+        return out
+
+
+#: the most candidates scored in one pass when the batch is chosen from free GPU memory
+MAX_CANDIDATE_BATCH = 64
+
+
+def default_candidate_batch(device: torch.device, per_candidate_bytes: int | None = None) -> int:
+    """Candidates per pass when ``candidate_batch`` is not given: 1 on the CPU (batching gains nothing there,
+    ``scripts/bench_search.py``); on CUDA as many as half the free memory holds at ``per_candidate_bytes`` each (the
+    measured peak of one candidate), at most :data:`MAX_CANDIDATE_BATCH`; 1 until that peak is known."""
+    if device.type != "cuda" or not per_candidate_bytes:
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(MAX_CANDIDATE_BATCH, int(0.5 * free // per_candidate_bytes)))
+
+
 class _Scorer:
     """Scores candidates of one stage; everything random is derived from (seed, stage, candidate, repeat)."""
 
     def __init__(self, cfg: SearchConfig, seed: int, data: _Data, device: torch.device, backend: str,
-                 share_inputs: bool = True):
+                 share_inputs: bool = True, candidate_batch: int | None = 1):
         self.cfg, self.seed, self.data, self.device, self.backend = cfg, seed, data, device, backend
+        self.candidate_batch = candidate_batch  # None: chosen from free memory after the first candidate
         self.use_kernel = cfg.method in ("metantk", "tenas", "metantk-only")
         self.use_regions = cfg.method in ("metantk", "tenas", "regions-only")
         self.kernel_net = None
@@ -462,7 +336,8 @@ class _Scorer:
 
     def _head(self, g: torch.Generator) -> nn.Linear:
         head = nn.Linear(self.kernel_net.num_features, self.cfg.n_way)
-        return reset_parameters(head, g, "default").to(self.device)  # nn.Linear's default init, as the reference
+        dtype = self.kernel_net.classifier.weight.dtype
+        return reset_parameters(head, g, "default").to(self.device, dtype)  # nn.Linear's default init, as the reference
 
     def _cond(self, alive: torch.Tensor, x: torch.Tensor, head_g: torch.Generator | None) -> tuple[float, bool]:
         """Condition number of the (Meta)NTK of the kernel network with mask ``alive``; flag if non-finite."""
@@ -474,8 +349,30 @@ class _Scorer:
             return condition_number(theta), not finite
         head = self._head(head_g)
         grams = empirical_ntk(_WithHead(net, head), x, backend=self.backend, per_layer=True)
-        theta = torch.stack(list(grams.values())).sum(0)
-        nngp = grams["head"]
+        return self._meta_cond(torch.stack(list(grams.values())).sum(0), grams["head"])
+
+    def _cond_many(self, items: list[tuple[torch.Tensor, torch.Tensor, torch.Generator]]) -> list[tuple[float, bool]]:
+        """:meth:`_cond` of several (mask, input, head generator) at once: the masks through
+        :meth:`SuperNet.set_candidates`, the inputs stacked, one head per item, the Gram folded per item."""
+        if len(items) == 1:
+            return [self._cond(*items[0])]
+        cfg, net, n_groups = self.cfg, self.kernel_net, len(items)
+        net.set_candidates(torch.stack([alive for alive, _, _ in items]).to(self.device))
+        x = torch.cat([x for _, x, _ in items])  # (G*n, 3, r, r)
+        try:
+            if cfg.method == "tenas":
+                thetas = empirical_ntk(net, x, backend=self.backend, groups=n_groups)  # (G, n, n)
+                return [(condition_number(t), not bool(torch.isfinite(t).all())) for t in thetas]
+            heads = _StackedHeads([self._head(g) for _, _, g in items])
+            grams = empirical_ntk(_WithHead(net, heads), x, backend=self.backend, per_layer=True, groups=n_groups)
+        finally:
+            net.set_candidates(None)
+        theta = torch.stack(list(grams.values())).sum(0)  # (G, n, n)
+        return [self._meta_cond(theta[i], grams[f"head.heads.{i}"][i]) for i in range(n_groups)]
+
+    def _meta_cond(self, theta: torch.Tensor, nngp: torch.Tensor) -> tuple[float, bool]:
+        """Condition number of the MetaNTK of ``theta`` (NTK) and ``nngp`` (head Gram); flag if non-finite."""
+        cfg = self.cfg
         if not torch.isfinite(theta).all():
             return NAN_CONDITION, True
         if torch.allclose(theta, nngp):  # the body contributes nothing: the reference's fallback
@@ -520,10 +417,63 @@ class _Scorer:
                 row["regions"].append(count_linear_regions(self.thin, batches))
         return row
 
+    def score_many(self, stage: str, keys: Sequence[tuple[int, int, int]], alives: Sequence[torch.Tensor],
+                   origin: torch.Tensor, thin_origin: torch.Tensor) -> dict[tuple[int, int, int], dict[str, Any]]:
+        """:meth:`score` of several candidates, each repeat's kernels in one pass (:meth:`_cond_many`): the same
+        random draws, the same rows (kernels equal to float rounding; float64: 1e-10 relative, tested)."""
+        cfg, seed = self.cfg, self.seed
+        rows = {key: {"cond_origin": [], "cond": [], "regions_origin": [], "regions": [], "nonfinite": False}
+                for key in keys}
+        for r in range(cfg.repeats if self.use_kernel else 0):
+            items, slots = [], []
+            for key, alive in zip(keys, alives, strict=True):
+                if cfg.protocol == "shared":
+                    if r not in self._origin:
+                        x = self._kernel_input(_rng(seed, "kernel-batch", stage, r))
+                        self._origin[r] = (x, *self._cond(origin, x, _rng(seed, "head", stage, r)))
+                    x, c_o, bad_o = self._origin[r]
+                    rows[key]["cond_origin"].append(c_o)
+                    rows[key]["nonfinite"] = rows[key]["nonfinite"] or bad_o
+                    head_key = ("head", stage, r) if cfg.shared_head else ("head", stage, r, key)
+                else:
+                    x = self._kernel_input(_rng(seed, "kernel-batch", stage, key, r))
+                    items.append((origin, x, _rng(seed, "head", stage, key, r, "origin")))
+                    slots.append((key, "cond_origin"))
+                    head_key = ("head", stage, key, r, "origin") if cfg.shared_head else ("head", stage, key, r)
+                items.append((alive, x, _rng(seed, *head_key)))
+                slots.append((key, "cond"))
+            for (key, name), (value, bad) in zip(slots, self._cond_many(items), strict=True):
+                rows[key][name].append(value)
+                rows[key]["nonfinite"] = rows[key]["nonfinite"] or bad
+        if self.use_regions:
+            for key, alive in zip(keys, alives, strict=True):
+                reset_parameters(self.thin, _rng(seed, "thin-init", stage, key), cfg.init)
+                for r in range(cfg.repeats):
+                    batches = self.data.patch_batches(_rng(seed, "patches", stage, key, r))
+                    self.thin.set_alive(thin_origin.to(self.device))
+                    rows[key]["regions_origin"].append(count_linear_regions(self.thin, batches))
+                    self.thin.set_alive(alive.to(self.device))
+                    rows[key]["regions"].append(count_linear_regions(self.thin, batches))
+        return rows
 
-def _delta(origin: float, cand: float, precision: int) -> float:
-    with_nan = (origin - cand) / origin if origin != 0 else math.nan
-    return round(with_nan, precision) if math.isfinite(with_nan) else math.nan
+    def measure_candidate(self, stage: str, key: tuple[int, int, int], alive: torch.Tensor, origin: torch.Tensor,
+                          thin_origin: torch.Tensor) -> dict[str, Any]:
+        """:meth:`score` of one candidate; on CUDA with the batch size still open, its peak memory sets it."""
+        if self.candidate_batch is not None or self.device.type != "cuda":
+            return self.score(stage, key, alive, origin, thin_origin)
+        if self.cfg.protocol == "shared":  # the unpruned kernels are computed once per stage: not in the peak
+            for r in range(self.cfg.repeats if self.use_kernel else 0):
+                if r not in self._origin:
+                    x = self._kernel_input(_rng(self.seed, "kernel-batch", stage, r))
+                    self._origin[r] = (x, *self._cond(origin, x, _rng(self.seed, "head", stage, r)))
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        row = self.score(stage, key, alive, origin, thin_origin)
+        peak = torch.cuda.max_memory_allocated(self.device) - base
+        self.candidate_batch = default_candidate_batch(self.device, peak)
+        logger.info("candidate batch %d (one candidate's peak %.0f MiB)", self.candidate_batch, peak / 2**20)
+        return row
 
 
 def _stages(alive: torch.Tensor) -> list[tuple]:
@@ -534,6 +484,108 @@ def _stages(alive: torch.Tensor) -> list[tuple]:
             if sum(bool(alive[c, e].any()) for e in edge_ids) > 2:
                 out.append((c, node))
     return out
+
+
+@dataclass
+class _Stage:
+    """One stage of the loop: a pruning round over every edge with several live ops, or one node's edge group."""
+
+    name: str  # "round<k>" or "group-<cell>-node<n>"
+    kind: str  # "round" or "group"
+    cands: list[tuple[int, int, int]]  # (cell, edge, op) in iteration order
+    origin: torch.Tensor  # (2, E, O) bool: the kernel network a candidate is compared with
+    thin_origin: torch.Tensor  # (2, E, O) bool: the thin network a candidate is compared with
+
+
+def _next_stage(state: dict[str, Any], cfg: SearchConfig) -> _Stage | None:
+    """The stage that follows ``state``, or None when every node keeps two input edges with one op each.
+
+    Pruning rounds come first, while an edge has more than one live op; then the edge groups, node by node. The
+    first edge group records the mask it starts from in ``state["group_origin"]``.
+    """
+    alive: torch.Tensor = state["alive"]
+    space = cfg.space
+    multi = alive.sum(-1) > 1  # (2, 9)
+    if multi.any():
+        cands = [(c, e, o) for c in range(2) for e in range(len(EDGES)) if multi[c, e]
+                 for o in range(len(space)) if alive[c, e, o]]
+        return _Stage(f"round{state['n_rounds']}", "round", cands, alive, alive)
+    groups = _stages(alive)
+    if not groups:
+        return None
+    c, node = groups[0]
+    if state["group_origin"] is None:
+        state["group_origin"] = alive.clone()
+    cands = [(c, e, int(torch.nonzero(alive[c, e])[0])) for e in NODE_EDGES[node] if alive[c, e].any()]
+    origin = state["group_origin"] if cfg.stale_group_origin else alive
+    return _Stage(f"group-{CELLS[c]}-node{node}", "group", cands, origin, alive)
+
+
+def _score_stage(scorer: _Scorer, stage: _Stage, alive: torch.Tensor, show_progress: bool) -> dict:
+    """Score this rank's share of the stage's candidates and gather every rank's scores (and seen images)."""
+    info = current()
+    scorer.start_stage(stage.name)
+    mine = list(stage.cands[info.rank :: info.world_size])
+    scores = {}
+    desc = f"{stage.name} ({len(stage.cands)} candidates)"
+    bar = progress(total=len(mine), desc=desc) if show_progress else None
+    while mine:
+        chunk, mine = mine[: scorer.candidate_batch or 1], mine[scorer.candidate_batch or 1 :]
+        cands = []
+        for key in chunk:
+            cand = alive.clone()
+            cand[key] = False
+            cands.append(cand)
+        if len(chunk) == 1:
+            scores[chunk[0]] = scorer.measure_candidate(stage.name, chunk[0], cands[0], stage.origin,
+                                                        stage.thin_origin)
+        else:
+            scores.update(scorer.score_many(stage.name, chunk, cands, stage.origin, stage.thin_origin))
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    for part in gather_objects((scores, sorted(scorer.data.seen))):
+        scores.update(part[0])
+        scorer.data.seen.update(part[1])
+    return scores
+
+
+def _apply_stage(state: dict[str, Any], stage: _Stage, rows: list[dict[str, Any]], seen: set[int]) -> None:
+    """Prune the stage's marked candidates from ``state["alive"]`` and record the stage's rows."""
+    for row in rows:
+        if row["nonfinite"]:
+            logger.warning("%s: non-finite kernel for candidate %s edge %s op %s; condition number set to %g "
+                           "as the reference does", stage.name, row["cell"], row["edge"], row["op"], NAN_CONDITION)
+    new_alive = state["alive"].clone()
+    for row, key in zip(rows, stage.cands, strict=True):
+        if row["pruned"]:
+            new_alive[key] = False
+    state["alive"] = new_alive
+    state["rounds"].append({"stage": stage.kind, "name": stage.name, "candidates": rows})
+    state["n_rounds"] += stage.kind == "round"
+    state["seen"] = sorted(seen)
+    logger.info("%s: pruned %s", stage.name, ", ".join(f"{r['cell']}/{r['edge']}/{r['op']}" for r in rows
+                                                        if r["pruned"]))
+
+
+def _random_genotype(cfg: SearchConfig, seed: int) -> Genotype:
+    """The ``random`` baseline (§6.4): the genotype of tiny random architecture weights."""
+    alphas = 1e-3 * torch.randn(2, len(EDGES), len(cfg.space), generator=_rng(seed, "random-alphas"),
+                                dtype=torch.float64)
+    return genotype_from_weights(torch.softmax(alphas, -1), cfg.space)
+
+
+def _initial_state(cfg: SearchConfig, seed: int, data: _Data, checkpoint: str | os.PathLike | None,
+                   resume: bool) -> dict[str, Any]:
+    """The loop's state: the full supernet, or the checkpoint's state when resuming."""
+    state: dict[str, Any] = {"alive": initial_alive(len(cfg.space)), "group_origin": None, "rounds": [],
+                             "seen": [], "wall_time": 0.0, "n_rounds": 0}
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        state = _load_checkpoint(checkpoint, cfg, seed, len(cfg.space))
+        data.seen.update(state["seen"])
+        logger.info("resuming search from %s after %d stage(s)", checkpoint, len(state["rounds"]))
+    return state
 
 
 def search(
@@ -547,6 +599,7 @@ def search(
     backend: str = "hook",
     share_inputs: bool = True,
     show_progress: bool = True,
+    candidate_batch: int | None = None,
 ) -> SearchResult:
     """Run a MetaNTK-NAS pruning search (or a baseline) and return its genotype and per-round scores.
 
@@ -560,10 +613,13 @@ def search(
         resume: continue from ``checkpoint`` if it exists (it must have the same config and seed).
         backend: per-sample-gradient backend of the NTK (``hook``, ``opacus`` or ``func``).
         share_inputs: the kernel and thin networks compute the ReLU and pools that all ops on one state's edges
-            start with once (:class:`~metantk_zoo.supernet.SuperNet`); the same forward and region counts, a
+            start with once (:class:`~metantk_zoo.nas.supernet.SuperNet`); the same forward and region counts, a
             different float summation order in the kernel's backward (about 1e-8 relative). ``False`` runs every op
             on its own as the reference.
         show_progress: a progress bar per stage on stderr.
+        candidate_batch: candidates scored in one forward and backward (their meta-batches stacked, each sample
+            masked by its candidate, the hook Gram folded per candidate): the same scores, to float rounding.
+            ``None``: 1 on the CPU, on CUDA as many as half the free memory holds (:func:`default_candidate_batch`).
 
     Returns:
         The :class:`SearchResult`. With ``torchrun``, each rank scores a disjoint share of every stage's
@@ -572,113 +628,40 @@ def search(
     Raises:
         DatasetError: too few classes for the meta-batch, or a source that does not return uint8 images.
         CheckpointError: a checkpoint of another config or seed.
+        ConfigError: a ``candidate_batch`` below 1.
     """
     from ..version import __version__
 
+    if candidate_batch is not None and (isinstance(candidate_batch, bool) or not isinstance(candidate_batch, int)
+                                        or candidate_batch < 1):
+        raise ConfigError(f"candidate_batch must be a positive integer (or None: chosen from free memory), found "
+                          f"{candidate_batch!r}")
     device = torch.device(device)
-    info = current()
-    rank, world = info.rank, info.world_size
     data = _Data(source, cfg, device)
     versions = {"metantk_zoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    space = cfg.space
-
     if cfg.method == "random":
-        alphas = 1e-3 * torch.randn(2, len(EDGES), len(space), generator=_rng(seed, "random-alphas"),
-                                    dtype=torch.float64)
-        g = genotype_from_weights(torch.softmax(alphas, -1), space)
-        return SearchResult(g, cfg, seed, [], 0.0, str(device), versions, data.fingerprint([]))
+        return SearchResult(_random_genotype(cfg, seed), cfg, seed, [], 0.0, str(device), versions,
+                            data.fingerprint([]))
 
-    state: dict[str, Any] = {"alive": initial_alive(len(space)), "group_origin": None, "rounds": [],
-                             "seen": [], "wall_time": 0.0, "n_rounds": 0}
-    if checkpoint is not None and resume and os.path.exists(checkpoint):
-        state = _load_checkpoint(checkpoint, cfg, seed, len(space))
-        data.seen.update(state["seen"])
-        logger.info("resuming search from %s after %d stage(s)", checkpoint, len(state["rounds"]))
-
-    scorer = _Scorer(cfg, seed, data, device, backend, share_inputs)
+    state = _initial_state(cfg, seed, data, checkpoint, resume)
+    if candidate_batch is None and device.type != "cuda":
+        candidate_batch = default_candidate_batch(device)
+    scorer = _Scorer(cfg, seed, data, device, backend, share_inputs, candidate_batch)
     while True:
         t0 = time.perf_counter()
         alive: torch.Tensor = state["alive"]
-        multi = alive.sum(-1) > 1  # (2, 9)
-        if multi.any():
-            stage = f"round{state['n_rounds']}"
-            cands = [(c, e, o) for c in range(2) for e in range(len(EDGES)) if multi[c, e]
-                     for o in range(len(space)) if alive[c, e, o]]
-            origin = thin_origin = alive
-            kind = "round"
-        else:
-            groups = _stages(alive)
-            if not groups:
-                break
-            c, node = groups[0]
-            if state["group_origin"] is None:
-                state["group_origin"] = alive.clone()
-            stage = f"group-{_CELLS[c]}-node{node}"
-            cands = [(c, e, int(torch.nonzero(alive[c, e])[0])) for e in NODE_EDGES[node] if alive[c, e].any()]
-            origin = state["group_origin"] if cfg.stale_group_origin else alive
-            thin_origin = alive
-            kind = "group"
-        scorer.start_stage(stage)
-        mine = cands[rank::world]
-        scores = {}
-        bar = progress(mine, desc=f"{stage} ({len(cands)} candidates)", total=len(mine)) if show_progress else mine
-        for key in bar:
-            cand = alive.clone()
-            cand[key] = False
-            scores[key] = scorer.score(stage, key, cand, origin, thin_origin)
-        for part in gather_objects((scores, sorted(data.seen))):
-            scores.update(part[0])
-            data.seen.update(part[1])
-        rows = _rank_stage(cands, scores, cfg, kind)
-        for row in rows:
-            if row["nonfinite"]:
-                logger.warning("%s: non-finite kernel for candidate %s edge %s op %s; condition number set to %g "
-                               "as the reference does", stage, row["cell"], row["edge"], row["op"], NAN_CONDITION)
-        new_alive = alive.clone()
-        for row, key in zip(rows, cands):
-            if row["pruned"]:
-                new_alive[key] = False
-        state["alive"] = new_alive
-        state["rounds"].append({"stage": kind, "name": stage, "candidates": rows})
-        state["n_rounds"] += kind == "round"
-        state["seen"] = sorted(data.seen)
+        stage = _next_stage(state, cfg)
+        if stage is None:
+            break
+        scores = _score_stage(scorer, stage, alive, show_progress)
+        _apply_stage(state, stage, rank_stage(stage.cands, scores, cfg, stage.kind), data.seen)
         state["wall_time"] += time.perf_counter() - t0
-        logger.info("%s: pruned %s", stage, ", ".join(f"{r['cell']}/{r['edge']}/{r['op']}" for r in rows
-                                                       if r["pruned"]))
-        if checkpoint is not None and rank == 0:
+        if checkpoint is not None and current().rank == 0:
             _save_checkpoint(checkpoint, cfg, seed, state)
 
-    genotype = genotype_from_alive(state["alive"], space)
+    genotype = genotype_from_alive(state["alive"], cfg.space)
     return SearchResult(genotype, cfg, seed, state["rounds"], state["wall_time"], str(device), versions,
                         data.fingerprint(state["seen"]))
-
-
-def _rank_stage(cands: list[tuple[int, int, int]], scores: dict, cfg: SearchConfig, kind: str) -> list[dict[str, Any]]:
-    p = cfg.precision
-    rows = []
-    for key in cands:
-        s = scores[key]
-        d_c = [_delta(o, c, p) for o, c in zip(s["cond_origin"], s["cond"])] or [0.0] * cfg.repeats
-        d_r = [_delta(o, c, p) for o, c in zip(s["regions_origin"], s["regions"])] or [0.0] * cfg.repeats
-        c, e, o = key
-        rows.append({"cell": _CELLS[c], "edge": e, "edge_name": f"{EDGES[e][0]}<-{EDGES[e][1]}", "op": cfg.space[o],
-                     "delta_cond": sum(d_c) / len(d_c), "delta_regions": sum(d_r) / len(d_r),
-                     "delta_cond_repeats": d_c, "delta_regions_repeats": d_r, **s})
-    order, rank_c, rank_r, total = rank_candidates([r["delta_cond"] for r in rows],
-                                                   [r["delta_regions"] for r in rows], p)
-    for i, row in enumerate(rows):
-        row.update(rank_cond=rank_c[i], rank_regions=rank_r[i], total=total[i], pruned=False)
-    if kind == "group":  # edge-group stage: one candidate per edge, keep the two with the highest totals
-        for i in order[: max(0, len(order) - 2)]:
-            rows[i]["pruned"] = True
-    else:  # pruning round: the most prunable op of every edge
-        done = set()
-        for i in order:
-            edge = (cands[i][0], cands[i][1])
-            if edge not in done:
-                rows[i]["pruned"] = True
-                done.add(edge)
-    return rows
 
 
 def _save_checkpoint(path: str | os.PathLike, cfg: SearchConfig, seed: int, state: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 As TE-NAS and MetaNTK-NAS (``reference/method-facts.md`` §5): a forward hook on every ``nn.ReLU`` records the sign
 of its output; per sample the patterns of all ReLUs are concatenated, and the count is the number of distinct
-rows (the reference hooks ReLUs with 4-D inputs, which in its thin network are all of them). The reference computes it as ``sum_i 1 / #{j : Hamming(i, j) = 0}`` from an n x n matmul; here the rows are
+rows (the reference hooks ReLUs with 4-D inputs, which in its thin network are all of them). The reference
+computes it as ``sum_i 1 / #{j : Hamming(i, j) = 0}`` from an n x n matmul; here the rows are
 packed into 64-bit words and counted with ``torch.unique`` (exact, same count, O(n log n)).
 
 Inputs are passed in batches; the model is run as it is (the reference's thin networks use BatchNorm in train

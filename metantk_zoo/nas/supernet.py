@@ -84,8 +84,11 @@ class _SearchCell(nn.Module):
         )
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, alive: list[list[bool]], share_inputs: bool = False
+        self, s0: torch.Tensor, s1: torch.Tensor, alive: list[list[bool]], share_inputs: bool = False,
+        sample_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``sample_weights`` (B, 9, n_ops): each sample's op weights (candidate batching); ``alive`` is then the
+        union of the candidates' masks, the ops that run."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x (B, C, H, W)
         shared: dict[tuple, torch.Tensor] | None = {} if share_inputs else None
         for edge_ids in NODE_EDGES:
@@ -100,7 +103,9 @@ class _SearchCell(nn.Module):
                 for o in live:
                     op = self.edges[e][o]
                     y = op(x) if shared is None else _apply_shared(op, x, shared, src)
-                    if len(live) > 1:
+                    if sample_weights is not None:  # per sample: 1/k where live (exactly 1 alone), 0 where dead
+                        y = y * sample_weights[:, e, o].view(-1, *([1] * (y.dim() - 1)))
+                    elif len(live) > 1:
                         y = w * y
                     node = y if node is None else node + y
             if node is None:
@@ -233,6 +238,26 @@ class SuperNet(nn.Module):
                    in_chans=in_chans)
 
     # ---------------------------------------------------------------------------------------- architecture
+    def set_candidates(self, alives: torch.Tensor | None) -> None:
+        """Score several masks in one pass: ``alives`` (G, 2, 9, n_ops) makes the forward take a batch of G
+        consecutive blocks of equal size, block ``g`` through mask ``g``; ``None`` returns to one mask.
+
+        The ops of the union of the masks run on every sample and each sample weighs each op's output by its own
+        mask's softmax weight (``1/k`` on the ``k`` live ops of an edge, 0 on dead ones), so each block's forward,
+        and every per-sample gradient, is the one its mask gives alone (dead ops add exact zeros). The network
+        must not couple samples (GroupNorm: the kernel network). Sets ``alive`` to the union.
+        """
+        if alives is None:
+            self._candidate_weights = None
+            return
+        if alives.dim() != 4 or tuple(alives.shape[1:]) != tuple(self.alive.shape):
+            raise ConfigError(f"expected masks of shape (G, {', '.join(map(str, self.alive.shape))}), found "
+                              f"{tuple(alives.shape)}")
+        alives = alives.to(device=self.alive.device, dtype=torch.bool)
+        self.set_alive(alives.any(0))
+        live = alives.to(torch.float64)
+        self._candidate_weights = live / live.sum(-1, keepdim=True).clamp(min=1)  # (G, 2, 9, n_ops)
+
     def set_alive(self, alive: torch.Tensor) -> None:
         """Set the (2, 9, n_ops) live-op mask (op 0, ``none``, must stay dead)."""
         if tuple(alive.shape) != tuple(self.alive.shape):
@@ -249,9 +274,17 @@ class SuperNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> pooled features (B, num_features) after the final norm + ReLU."""
         alive = self.alive.tolist()
+        weights = getattr(self, "_candidate_weights", None)
+        if weights is not None:
+            n_groups = weights.shape[0]
+            if x.shape[0] % n_groups:
+                raise ConfigError(f"{n_groups} candidate masks need a batch divisible by {n_groups}, "
+                                  f"found {x.shape[0]}")
+            weights = weights.to(x.dtype).repeat_interleave(x.shape[0] // n_groups, dim=0)  # (B, 2, 9, n_ops)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, alive[int(cell.reduction)], self.share_inputs)
+            cw = None if weights is None else weights[:, int(cell.reduction)]
+            s0, s1 = s1, cell(s0, s1, alive[int(cell.reduction)], self.share_inputs, cw)
         return self.global_pool(self.lastact(s1)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
