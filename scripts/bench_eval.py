@@ -47,7 +47,7 @@ def main() -> None:
 
     import metantk_zoo  # noqa: F401
     from metantk_zoo.data import EpisodeSampler, load_fewshot
-    from metantk_zoo.fewshot.evaluate import Episodes, evaluate_fewshot, mean_confidence_interval, protocol_config
+    from metantk_zoo.fewshot import Episodes, evaluate_fewshot, mean_confidence_interval, protocol_config
     from metantk_zoo.pipeline import SplitImages, reseed
 
     kw = {"init_channels": args.init_channels} if args.init_channels else {}

@@ -32,7 +32,7 @@ def _one(method: str, inner_steps: int, width: int, meta_batch: int, steps: int,
     import torch
 
     import metantk_zoo  # noqa: F401
-    from metantk_zoo.meta.trainer import MetaConfig, make_outer_optimizer, meta_step
+    from metantk_zoo.meta import MetaConfig, make_outer_optimizer, meta_step
 
     torch.set_num_threads(threads)
     dev = torch.device(device)

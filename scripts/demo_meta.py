@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 import metantk_zoo  # noqa: E402,F401
 from metantk_zoo.data import load_fewshot  # noqa: E402
-from metantk_zoo.meta.trainer import METHODS, adapted_accuracies, make_meta_config, make_outer_optimizer, meta_step  # noqa: E402
+from metantk_zoo.meta import METHODS, adapted_accuracies, make_meta_config, make_outer_optimizer, meta_step  # noqa: E402
 from metantk_zoo.pipeline import episode_fn  # noqa: E402
 
 

@@ -17,7 +17,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import torch  # noqa: E402
 from _meta_problems import TinyNet, mse, regression_task  # noqa: E402
 
-from metantk_zoo.meta.trainer import MetaConfig, meta_gradient  # noqa: E402
+from metantk_zoo.meta import MetaConfig, meta_gradient  # noqa: E402
 
 
 def flat(model, **kw):

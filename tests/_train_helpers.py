@@ -1,6 +1,7 @@
 """Tiny models and data for the training tests, and a worker run as a subprocess (kill-and-resume, DDP).
 
-Usage as a script: ``python tests/_train_helpers.py RUN_DIR EPOCHS [--kill-after N] [--resume] [--mlp]``.
+Usage as a script: ``python tests/_train_helpers.py RUN_DIR EPOCHS [--kill-after N] [--resume] [--mlp]
+[--device DEV]``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm  # noqa: E402
 
 import metantk_zoo  # noqa: E402,F401
-from metantk_zoo.train.loop import TensorBatchSource, preset_config, train_rfs  # noqa: E402
+from metantk_zoo.train import TensorBatchSource, preset_config, train_rfs  # noqa: E402
+from metantk_zoo.utils.device import resolve_device  # noqa: E402
 
 
 def tiny_data(n: int = 48, classes: int = 4, size: int = 16, seed: int = 0, augment: bool = True) -> TensorBatchSource:
@@ -46,12 +48,13 @@ def main(argv: list[str]) -> None:
     run_dir, epochs = argv[0], int(argv[1])
     kill_after = int(argv[argv.index("--kill-after") + 1]) if "--kill-after" in argv else None
     mlp = "--mlp" in argv
+    device = resolve_device(argv[argv.index("--device") + 1] if "--device" in argv else "cpu")  # cuda: this rank's
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         if kill_after is not None and epoch == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # a hard kill right after the epoch's checkpoint
 
-    train_rfs(tiny_model(mlp), tiny_data(augment=not mlp), tiny_cfg(epochs), run_dir=run_dir, device="cpu",
+    train_rfs(tiny_model(mlp), tiny_data(augment=not mlp), tiny_cfg(epochs), run_dir=run_dir, device=device,
               architecture="mlp" if mlp else "metantk_nano", resume="--resume" in argv, on_epoch_end=on_epoch_end)
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from metantk_zoo.errors import GenotypeError
 from metantk_zoo.hub import cards
-from metantk_zoo.models.complexity import zoo_table
+from metantk_zoo.hub.cards import diagrams
+from metantk_zoo.models.complexity import complexity, count_macs, zoo_table
 from metantk_zoo.models.genotypes import NAMED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +24,11 @@ def test_macs_are_counted_by_hand_on_a_tiny_net():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
                               torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10))
     # conv: 4*4*8 outputs x 3*3*3; depthwise: 4*4*8 x 1*3*3; linear: 128 x 10
-    assert cards.count_macs(net, (1, 3, 4, 4)) == 128 * 27 + 128 * 9 + 1280
+    assert count_macs(net, (1, 3, 4, 4)) == 128 * 27 + 128 * 9 + 1280
 
 
 def test_complexity_matches_the_registry_and_table_1():
-    rows = {r["num_cells"]: r for r in cards.complexity(NAMED["metanas_in_v2"])}
+    rows = {r["num_cells"]: r for r in complexity(NAMED["metanas_in_v2"])}
     assert rows[5]["params"] == 2_005_236 - 20 and rows[8]["params"] == 3_530_916 - 20  # Table 1, minus 20 dummies
     assert rows[5]["macs"] < rows[8]["macs"]
     table = {r["name"]: r["params"] for r in zoo_table()}
@@ -85,7 +86,7 @@ def test_diagrams_draw_every_edge():
     svg = cards.cell_diagram_svg(g, "tiered5_a")
     root = ET.fromstring(svg)
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    assert sorted(t for t in texts if t in cards._OP_COLOURS) == sorted(g.ops)  # 12 labelled edges
+    assert sorted(t for t in texts if t in diagrams._OP_COLOURS) == sorted(g.ops)  # 12 labelled edges
     png = Image.open(io.BytesIO(cards.cell_diagram_png(g, "tiered5_a")))
     assert png.size == (2 * 640 * 2, (330 + 30) * 2) and png.mode == "RGB"
     assert len(png.getcolors(1 << 20)) > 10  # drawn, not blank
@@ -111,7 +112,10 @@ def test_card_command_writes_the_four_files(tmp_path):
 
     result = CliRunner().invoke(app, ["card", "metantk_metanas_cell8", "--out", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(cards.CARD_FILES)
+    from metantk_zoo.utils.rundir import MARKER
+
+    # the four card files, and the marker that lets a later `card --overwrite` remove this folder (and no other)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted([*cards.CARD_FILES, MARKER])
     card = json.loads((tmp_path / "c" / "card.json").read_text())
     assert card["name"] == "metanas_in_v2" and card["genotype"] == NAMED["metanas_in_v2"].to_dict()
     assert [r["num_cells"] for r in card["complexity"]] == [5, 8]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from metantk_zoo.train.loop import train_rfs
+from metantk_zoo.train import train_rfs
 from tests._train_helpers import tiny_cfg, tiny_data, tiny_model
 
 HELPER = Path(__file__).with_name("_train_helpers.py")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from metantk_zoo.errors import ConfigError, DatasetError
-from metantk_zoo.fewshot.evaluate import (
+from metantk_zoo.fewshot import (
     Episodes,
     EvalResult,
     episode_accuracies,

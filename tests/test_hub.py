@@ -54,6 +54,7 @@ import torch  # noqa: E402
 
 from metantk_zoo.errors import CheckpointError, GenotypeError, HubError  # noqa: E402
 from metantk_zoo.hub import push_pull as hub  # noqa: E402
+from metantk_zoo.utils.io import sha256_file  # noqa: E402
 from metantk_zoo.models.genotypes import NAMED  # noqa: E402
 from metantk_zoo.utils import rundir
 from tests.hub_server import client_env  # noqa: E402
@@ -246,7 +247,7 @@ def test_manifest_tag_resolves_to_its_repository_with_the_hash_checked(local_hub
     manifests.mkdir()
     good = result.manifest("hubtest")
     assert good["revision"] == local_hub.repo("org/metantk_cell5.hubtest").refs["main"]
-    assert good["files"]["model.safetensors"] == hub.sha256_file(run / "model.safetensors")
+    assert good["files"]["model.safetensors"] == sha256_file(run / "model.safetensors")
     (manifests / "metantk_cell5.hubtest.json").write_text(json.dumps(good))
     bad = {**good, "tag": "badhash", "files": {"model.safetensors": "0" * 64}}
     (manifests / "metantk_cell5.badhash.json").write_text(json.dumps(bad))

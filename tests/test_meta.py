@@ -16,7 +16,7 @@ from _meta_problems import (
 from torch import nn
 
 from metantk_zoo.errors import ConfigError
-from metantk_zoo.meta.trainer import (
+from metantk_zoo.meta import (
     PRESETS,
     SNGDM_OUTER_LR,
     MetaConfig,
@@ -227,7 +227,7 @@ def test_adapted_accuracies_learn_separable_episodes(method):
     model.num_classes = 2
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     eps = [(*_blobs(5, s), *_blobs(10, s + 100)) for s in range(3)]
-    from metantk_zoo.meta.trainer import adapted_accuracies
+    from metantk_zoo.meta import adapted_accuracies
 
     acc = adapted_accuracies(model, eps, method=method, lr=0.5, steps=30)
     assert acc.shape == (3,) and float(acc.min()) >= 0.9

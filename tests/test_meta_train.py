@@ -11,8 +11,8 @@ import torch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 from metantk_zoo.errors import CheckpointError, ConfigError
-from metantk_zoo.meta.trainer import MetaConfig, NormalizedSGD, train_meta
-from metantk_zoo.train.loop import TRAINING_METHODS
+from metantk_zoo.meta import MetaConfig, NormalizedSGD, train_meta
+from metantk_zoo.train import TRAINING_METHODS
 
 
 def _episodes(i: int, n_way: int = 3, n_shot: int = 1, n_query: int = 2, size: int = 16):
@@ -94,7 +94,7 @@ def test_bad_inputs(tmp_path):
 def test_normalized_sgd_state_survives_a_checkpoint(tmp_path):
     model = _model()
     train_meta(model, _episodes, _cfg(meta_steps=2), run_dir=tmp_path / "r")
-    from metantk_zoo.train.loop import Checkpointer
+    from metantk_zoo.train import Checkpointer
 
     tensors, meta = Checkpointer(tmp_path / "r").load()
     assert any(k.endswith("momentum_buffer") for k in tensors)

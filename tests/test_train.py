@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from metantk_zoo.errors import CheckpointError, ConfigError
-from metantk_zoo.train.loop import (
+from metantk_zoo.train import (
     TRAINING_METHODS,
     Checkpointer,
     drop_path_at_epoch,
@@ -123,7 +123,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
                 raise OSError(errno.ENOSPC, "No space left on device")
             monkeypatch.setattr(io.os, "fsync", full_disk)
 
-    with pytest.raises(CheckpointError, match="No space left.*previous checkpoint"):
+    with pytest.raises(CheckpointError, match="(?i)no space left.*previous checkpoint"):
         train_rfs(tiny_model(), tiny_data(), tiny_cfg(2), run_dir=tmp_path, device="cpu",
                   architecture="metantk_nano", on_epoch_end=on_epoch_end)
     monkeypatch.setattr(io.os, "fsync", real_fsync)

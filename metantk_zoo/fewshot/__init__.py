@@ -13,14 +13,12 @@ from .evaluate import (
     episode_accuracies,
     evaluate_features,
     evaluate_fewshot,
-    extract_features,
-    fit_logistic_regression,
     mean_confidence_interval,
-    pre_logits_fn,
-    probe_predict,
     protocol_config,
     save_eval_result,
 )
+from .features import extract_features, pre_logits_fn
+from .probe import fit_logistic_regression, probe_predict
 
 __all__ = [
     "EvalConfig",

@@ -4,35 +4,23 @@ genotype cards (card data, Markdown, SVG/PNG cell diagrams).
 
 from __future__ import annotations
 
+from .card import model_card
 from .cards import (
     CARD_FILES,
     CardData,
     card_data,
     cell_diagram_png,
     cell_diagram_svg,
-    complexity,
-    count_macs,
     render_markdown,
     render_results_table,
     write_card,
 )
-from .push_pull import (
-    REPO_FILES,
-    PullResult,
-    PushResult,
-    check_repo_dir,
-    export_run,
-    model_card,
-    pull,
-    push,
-    sha256_file,
-)
+from .export import REPO_FILES, check_repo_dir, export_run, write_manifest_files
+from .push_pull import PullResult, PushResult, pull, push
 
 __all__ = [
     "CardData",
     "card_data",
-    "count_macs",
-    "complexity",
     "render_markdown",
     "render_results_table",
     "cell_diagram_svg",
@@ -47,5 +35,5 @@ __all__ = [
     "pull",
     "check_repo_dir",
     "model_card",
-    "sha256_file",
+    "write_manifest_files",
 ]

@@ -4,33 +4,25 @@
 
 from __future__ import annotations
 
+from ..utils.distributed import DistInfo, setup_distributed
 from .loop import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     METRICS_FILE,
     PLOT_FILE,
-    PRESETS,
-    TRAINING_METHODS,
     BatchSource,
     Checkpointer,
-    DistInfo,
     EpochFn,
-    RfsConfig,
     TensorBatchSource,
-    TrainingMethod,
     TrainResult,
-    drop_path_at_epoch,
+    batch_loader,
     epoch_batches,
-    lr_at_epoch,
-    preset_config,
-    register_method,
     run_epochs,
-    setup_distributed,
-    train_rfs,
+    run_method,
 )
-from .plot import (
-    plot_metrics,
-)
+from .methods import TRAINING_METHODS, TrainingMethod, register_method
+from .plot import plot_metrics
+from .rfs import PRESETS, RfsConfig, drop_path_at_epoch, lr_at_epoch, preset_config, train_rfs
 
 __all__ = [
     "plot_metrics",
@@ -42,12 +34,14 @@ __all__ = [
     "BatchSource",
     "TensorBatchSource",
     "epoch_batches",
+    "batch_loader",
     "DistInfo",
     "setup_distributed",
     "Checkpointer",
     "EpochFn",
     "TrainResult",
     "run_epochs",
+    "run_method",
     "train_rfs",
     "TrainingMethod",
     "TRAINING_METHODS",

@@ -60,7 +60,8 @@ def _panel(draw: ImageDraw.ImageDraw, font: Any, x0: int, pts: list[tuple[float,
     y_lo, y_hi = y_lo - margin, y_hi + margin
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x_lo) / (x_hi - x_lo) * (right - left), bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top))
+        return (left + (x - x_lo) / (x_hi - x_lo) * (right - left),
+                bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top))
 
     for j in range(5):  # y ticks and grid
         y = y_lo + (y_hi - y_lo) * j / 4
