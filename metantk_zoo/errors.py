@@ -2,7 +2,8 @@
 
 Every error a user can cause derives from :class:`MetantkZooError` and from the builtin a caller would
 naturally catch (``ValueError`` for bad values, ``RuntimeError`` for failed operations), following
-huggingface_hub. The CLI prints any ``MetantkZooError`` as one line and exits with code 1.
+huggingface_hub. The CLI prints any ``MetantkZooError`` (and the OS errors a user causes) as one line and exits
+with code 1; see :mod:`metantk_zoo.cli` for the whole error contract.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "KernelError",
     "HubError",
+    "DiskFullError",
 ]
 
 
@@ -44,3 +46,10 @@ class KernelError(MetantkZooError, RuntimeError):
 
 class HubError(MetantkZooError, RuntimeError):
     """A Hugging Face Hub operation (push, pull, load) that failed; wraps the client's own errors."""
+
+
+class DiskFullError(MetantkZooError, OSError):
+    """A write failed because the disk (or quota) is full; the file it was replacing is intact."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -28,14 +28,17 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ConfigError
-from .utils.io import read_json, write_json
+from .utils.device import resolve_device
+from .utils.io import as_float, encode_nonfinite, read_json, write_json, write_jsonl
 from .utils.progress import progress
-from .utils.rundir import create_model_from_run, is_run_dir, write_model_spec
+from .utils.rundir import check_out_dir, claim_out_dir, create_model_from_run, is_run_dir, write_model_spec
 
 __all__ = [
     "resolve_model",
     "model_input_size",
     "load_backbone",
+    "load_hub_model",
+    "create_model_checked",
     "load_search_source",
     "run_search",
     "SplitBatches",
@@ -105,18 +108,63 @@ def model_input_size(model: torch.nn.Module, default: int = 84) -> int:
 
 def load_backbone(model: str, *, pretrained: bool = False, num_cells: int | None = None,
                   init_channels: int | None = None) -> torch.nn.Module:
-    """A backbone from a run directory, an ``hf-hub:``/``local-dir:`` id, a timm name or a genotype."""
-    import timm
-
+    """A backbone from a run directory, an ``hf-hub:``/``local-dir:`` id (safetensors only, see
+    :func:`load_hub_model`), a timm name or a genotype."""
     if is_run_dir(model):
         return create_model_from_run(model)
     if model.startswith(("hf-hub:", "local-dir:")):
-        try:
-            return timm.create_model(model, pretrained=True)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load {model}: {e}") from e
+        return load_hub_model(model)
     arch, args = resolve_model(model, num_cells, init_channels)
-    return timm.create_model(arch, pretrained=pretrained, **args)
+    return create_model_checked(arch, pretrained=pretrained, **args)
+
+
+def load_hub_model(model_id: str) -> torch.nn.Module:
+    """``hf-hub:ORG/NAME[@REV]`` or ``local-dir:PATH`` through the safetensors-only path: the repository is
+    downloaded (``hub.pull``: checked, and dropped from the cache when it fails) or read from the folder, and the
+    model is rebuilt from its ``config.json`` with ``model.safetensors`` loaded; a repository holding only
+    ``pytorch_model.bin`` (pickle) is refused, never unpickled.
+
+    Raises:
+        HubError: malformed id, repository not there (or offline), no ``model.safetensors``.
+        CheckpointError: corrupt weights or weights that do not fit.
+    """
+    from .errors import HubError
+    from .hub import push_pull
+
+    if model_id.startswith("local-dir:"):
+        path = Path(model_id[len("local-dir:"):]).expanduser()
+        if not path.is_dir():
+            raise HubError(f"{model_id}: expected a folder holding config.json and model.safetensors, found none")
+        return push_pull.check_repo_dir(path, source=model_id)
+    repo, _, revision = model_id[len("hf-hub:"):].partition("@")
+    result = push_pull.pull(repo, revision=revision or None)
+    return push_pull.check_repo_dir(result.path, source=model_id)
+
+
+def create_model_checked(arch: str, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model`` with its constructor and weight errors as one-line package errors.
+
+    Raises:
+        ConfigError: the constructor refused the arguments (``ValueError``/``TypeError``, e.g. too few cells).
+        CheckpointError: ``pretrained=True`` and timm has no weights for ``arch`` (or they cannot be loaded).
+    """
+    import timm
+
+    from .errors import MetantkZooError
+
+    try:
+        return timm.create_model(arch, **kwargs)
+    except MetantkZooError:
+        raise
+    except (ValueError, TypeError) as e:
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "genotype")[:120]
+        raise ConfigError(f"cannot build {arch} ({args}): {' '.join(str(e).split())[:200]}") from e
+    except RuntimeError as e:
+        if kwargs.get("pretrained"):
+            raise CheckpointError(f"{arch} has no pretrained weights timm can load "
+                                  f"({' '.join(str(e).split())[:160]}); drop --pretrained, or use a run directory "
+                                  f"or an hf-hub: id") from e
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------- search
@@ -143,29 +191,35 @@ def load_search_source(spec: str, resolution: int):
     return TensorSource(images, labels), len(fs.class_names("train"))
 
 
-def _search_device(device: str) -> str:
-    """Under ``torchrun`` join the process group (gloo on CPU, NCCL with one GPU per rank)."""
+def _search_device(device: str | torch.device) -> torch.device:
+    """Resolve ``device`` (:func:`~metantk_zoo.utils.device.resolve_device`; ``cuda`` and ``auto`` are this rank's
+    GPU under ``torchrun``), then join the process group (gloo on CPU, NCCL with one GPU per rank)."""
     from .utils.distributed import setup_distributed
 
-    info = setup_distributed(device)
-    if info.enabled and device == "cuda":
-        device = f"cuda:{info.local_rank}"
-    return device
+    dev = resolve_device(device)
+    setup_distributed(dev)
+    return dev
 
 
 def run_search(preset: str, dataset: str, out: str | os.PathLike, *, seed: int = 0, resume: bool = False,
-               device: str = "cpu", backend: str = "hook", share_inputs: bool = True,
-               overrides: dict[str, Any] | None = None):
+               device: str | torch.device = "auto", backend: str = "hook", share_inputs: bool = True,
+               overrides: dict[str, Any] | None = None, overwrite: bool = False, candidate_batch: int | None = None):
     """Search a cell pair on ``dataset``'s train split and write the search run directory ``out``.
 
-    Writes ``config.json`` (before the search), then ``genotype.json``, ``search.json``, ``model.json`` and
-    ``metrics.jsonl`` (rank 0 only under ``torchrun``); the search checkpoints into ``out/checkpoints/``.
+    ``candidate_batch`` (candidates per forward and backward; ``None``: chosen from free memory) changes speed, not
+    scores, so it is not part of the run's config and a resumed search may use another.
+
+    Everything (preset, config, device, dataset, output folder, resume compatibility) is checked before the first
+    write: a refused call changes nothing. ``out`` follows the one overwrite policy
+    (:func:`~metantk_zoo.utils.rundir.check_out_dir`): a non-empty folder needs ``resume`` (a search run of the
+    same settings) or ``overwrite`` (a folder this tool made). Writes ``config.json`` (before the search), then
+    ``genotype.json``, ``search.json``, ``metrics.jsonl`` and, last, ``model.json`` (rank 0 only under
+    ``torchrun``); each file is written atomically, so a killed search leaves either no ``model.json`` (resume
+    it) or a complete run. The search checkpoints into ``out/checkpoints/``.
 
     Returns:
         The :class:`~metantk_zoo.nas.SearchResult`.
     """
-    import json
-
     from .nas import PRESETS, SearchConfig, search
     from .utils.distributed import current
     from .version import __version__
@@ -173,31 +227,82 @@ def run_search(preset: str, dataset: str, out: str | os.PathLike, *, seed: int =
     if preset not in PRESETS:
         raise ConfigError(f"unknown search preset {preset!r}; known presets: {', '.join(PRESETS)}")
     cfg = SearchConfig.preset(preset, **(overrides or {}))
-    device = _search_device(device)
+    device = str(_search_device(device))  # before any write: a device that is not there is one line
     rank = current().rank
-    source, n_train_classes = load_search_source(dataset, cfg.resolution)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    action = check_out_dir(out, "search", resume=resume, overwrite=overwrite)
+    source, n_train_classes = load_search_source(dataset, cfg.resolution)
     options = {"preset": preset, "dataset": dataset, "seed": seed, "device": device, "backend": backend,
                "share_inputs": share_inputs, **cfg.to_dict()}
     options["ops"] = ",".join(cfg.ops)
+    _check_search_data(source, cfg)
+    stored = _check_search_resume(out, options, cfg, seed) if action == "resume" else None
     if rank == 0:
-        write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
+        claim_out_dir(out, "search", action)
+        if stored != encode_nonfinite(options):
+            write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
     result = search(source, cfg, seed=seed, device=device, checkpoint=out / "checkpoints" / "search.json",
-                    resume=resume, backend=backend, share_inputs=share_inputs)
+                    resume=resume, backend=backend, share_inputs=share_inputs, candidate_batch=candidate_batch)
     if rank != 0:
         return result
     g = result.genotype
     write_json(out / "genotype.json", g.to_dict())
     write_json(out / "search.json", {**result.to_dict(), "preset": preset, "dataset": dataset})
+    write_jsonl(out / "metrics.jsonl", [
+        {"stage": stage["name"], "candidates": len(stage["candidates"]),
+         "pruned": [f"{c['cell']}/{c['edge_name']}/{c['op']}" for c in stage["candidates"] if c["pruned"]]}
+        for stage in result.rounds])
     write_model_spec(out, "metantk_cell", {"genotype": g.to_dict(), "num_cells": cfg.num_cells},
-                     num_classes=n_train_classes)
-    with open(out / "metrics.jsonl", "w") as f:
-        for stage in result.rounds:
-            pruned = [f"{c['cell']}/{c['edge_name']}/{c['op']}" for c in stage["candidates"] if c["pruned"]]
-            f.write(json.dumps({"stage": stage["name"], "candidates": len(stage["candidates"]), "pruned": pruned})
-                    + "\n")
+                     num_classes=n_train_classes)  # last: a search run is complete when model.json is there
     return result
+
+
+def _check_search_data(source: Any, cfg: Any) -> None:
+    """The search's data requirements, checked before anything is written (the search checks them again)."""
+    from .errors import DatasetError
+
+    labels = torch.as_tensor(source.labels, dtype=torch.int64)
+    if len(labels) == 0:
+        raise DatasetError("the search data has no images; check --dataset")
+    need = cfg.n_shot + cfg.n_query
+    _, counts = torch.unique(labels, return_counts=True)
+    enough = int((counts >= need).sum())
+    if cfg.method in ("metantk", "metantk-only") and enough < cfg.n_way:
+        raise DatasetError(f"the meta-batch needs {cfg.n_way} classes with at least {need} images each "
+                           f"({cfg.n_shot} shot + {cfg.n_query} query); the data has {enough} such classes "
+                           f"(of {len(counts)}); lower --n-way or use more data")
+
+
+def _check_search_resume(out: Path, options: dict[str, Any], cfg: Any, seed: int) -> dict[str, Any] | None:
+    """Refuse ``--resume`` of a search whose ``config.json`` or checkpoint was made with other settings (reads
+    only). Returns the stored options (standard-JSON form), or ``None`` when the folder has no config yet."""
+    from .nas import SearchConfig
+
+    stored = None
+    if (out / "config.json").is_file():
+        data = read_json(out / "config.json", what="search run config")
+        stored = data.get("config") if isinstance(data, dict) else None
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{out / 'config.json'}: expected a search run config, found {str(data)[:60]!r}")
+        mine = encode_nonfinite(options)
+        theirs = {k: encode_nonfinite(as_float(v)) if k == "inner_lr_time" else v for k, v in stored.items()}
+        diff = sorted(k for k in set(mine) | set(theirs) if k != "device" and mine.get(k) != theirs.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in diff[:3])
+            raise ConfigError(f"--resume of {out} with other settings ({shown}); resume with the run's own "
+                              f"settings (--config {out / 'config.json'}) or pick a new --out")
+        stored = theirs
+    ckpt = out / "checkpoints" / "search.json"
+    if ckpt.is_file():
+        d = read_json(ckpt, what="search checkpoint")
+        try:
+            same = isinstance(d, dict) and d.get("seed") == seed and SearchConfig.from_dict(d["config"]) == cfg
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if not same:
+            raise CheckpointError(f"{ckpt} belongs to another search (other seed or settings) or is corrupt; "
+                                  f"resume with the original settings or pick a new --out")
+    return stored
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -299,34 +404,46 @@ def training_method(method: str, preset: str | None):
 
 def run_train(model: str, dataset: str, out: str | os.PathLike, *, method: str = "rfs", preset: str | None = None,
               overrides: dict[str, Any] | None = None, num_cells: int | None = None,
-              init_channels: int | None = None, image_size: int | None = None, device: str | None = None,
-              resume: bool = False):
+              init_channels: int | None = None, image_size: int | None = None,
+              device: str | torch.device | None = "auto", resume: bool = False, overwrite: bool = False):
     """Train ``model`` (timm name, genotype or search run) on ``dataset``'s train split into the run directory ``out``.
+
+    Model, dataset, config, device and ``out`` are all checked before the first write (a refused call changes
+    nothing); ``out`` follows the one overwrite policy (:func:`~metantk_zoo.utils.rundir.check_out_dir`), and a
+    ``resume`` with other settings is refused by the training loop before it writes.
 
     Returns:
         The method's :class:`~metantk_zoo.train.TrainResult`.
     """
-    import timm
-
     from .data import load_fewshot
 
+    dev = resolve_device(device)  # before any write
+    out = Path(out)
+    action = check_out_dir(out, "train", resume=resume, overwrite=overwrite)  # reads only
     spec, preset = training_method(method, preset)
     arch, model_args = resolve_model(model, num_cells, init_channels)
     fs = load_fewshot(dataset)
-    probe_model = timm.create_model(arch, num_classes=0, **model_args)
+    probe_model = create_model_checked(arch, num_classes=0, **model_args)
     cells = model_args.get("num_cells", getattr(probe_model, "num_cells", None))
-    cfg = spec.make_config(preset, cells, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        cfg = spec.make_config(preset, cells, {k: v for k, v in (overrides or {}).items() if v is not None})
+    except TypeError as e:  # an unknown or ill-typed --set field reaching the config dataclass
+        given = ", ".join(f"{k}={v!r}" for k, v in (overrides or {}).items() if v is not None)
+        raise ConfigError(f"{method} config: a field is unknown or has the wrong type ({given}): "
+                          f"{' '.join(str(e).split())}; see `metantk-zoo train --help`") from e
     size = image_size or model_input_size(probe_model)
     data, num_classes = DATA_BUILDERS[spec.data_kind](fs, cfg, size)
-    net = timm.create_model(arch, num_classes=num_classes, **model_args)
-    out = Path(out)
-    if int(os.environ.get("RANK", "0")) == 0 and (not resume or not is_run_dir(out)):
+    torch.manual_seed(cfg.seed)  # the initialisation is the run's seed's, whatever ran before (issue 16, item 11)
+    net = create_model_checked(arch, num_classes=num_classes, **model_args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        claim_out_dir(out, "train", action)
+    if int(os.environ.get("RANK", "0")) == 0 and (action != "resume" or not is_run_dir(out)):
         write_model_spec(out, arch, model_args, num_classes)
         _carry_search_records(model, out)
     extra = {"model": {"architecture": arch, "model_args": model_args, "num_classes": num_classes},
              "dataset": {"spec": fs.spec, "fingerprint": fs.fingerprint, "split": "train"},
              "preset": preset, "image_size": size}
-    return spec.train(net, data, cfg, run_dir=out, architecture=arch, resume=resume, device=device,
+    return spec.train(net, data, cfg, run_dir=out, architecture=arch, resume=resume, device=dev,
                       extra_config=extra)
 
 
@@ -348,8 +465,8 @@ class SplitImages:
 
 
 def run_eval(model: torch.nn.Module, dataset: str, *, split: str = "test", protocol: str = "paper",
-             image_size: int | None = None, device: str | None = None, model_name: str | None = None,
-             **overrides: Any):
+             image_size: int | None = None, device: str | torch.device | None = "auto",
+             model_name: str | None = None, **overrides: Any):
     """Load ``dataset``, draw the protocol's episodes (seeded) and evaluate ``model`` with the linear probe.
 
     Returns:
@@ -358,6 +475,7 @@ def run_eval(model: torch.nn.Module, dataset: str, *, split: str = "test", proto
     from .data import EpisodeSampler, load_fewshot
     from .fewshot import Episodes, evaluate_fewshot, protocol_config
 
+    dev = resolve_device(device)
     cfg = protocol_config(protocol, **overrides)
     fs = load_fewshot(dataset)
     sampler = EpisodeSampler(fs.labels(split), cfg.n_way, cfg.n_shot, cfg.n_query, seed=cfg.seed,
@@ -372,14 +490,14 @@ def run_eval(model: torch.nn.Module, dataset: str, *, split: str = "test", proto
         manifest_hash=manifest.sha256,
     )
     size = image_size or model_input_size(model)
-    result = evaluate_fewshot(model, SplitImages(fs.split(split), size), episodes, cfg, device=device)
+    result = evaluate_fewshot(model, SplitImages(fs.split(split), size), episodes, cfg, device=dev)
     result.model, result.dataset, result.split = model_name, fs.spec, split
     return result
 
 
 def run_adapted_eval(model: torch.nn.Module, model_ref: str, dataset: str, *, split: str = "test",
-                     protocol: str = "rfs", image_size: int | None = None, device: str | None = None,
-                     **overrides: Any):
+                     protocol: str = "rfs", image_size: int | None = None,
+                     device: str | torch.device | None = "auto", **overrides: Any):
     """Few-shot accuracy with the meta-learning algorithm's own adaptation as the classifier.
 
     Episodes are drawn exactly as :func:`run_eval` draws them for the same protocol, seed and shape (the manifest
@@ -391,6 +509,7 @@ def run_adapted_eval(model: torch.nn.Module, model_ref: str, dataset: str, *, sp
     from .fewshot import EvalResult, mean_confidence_interval, protocol_config
     from .meta import METHODS, adapted_accuracies
 
+    dev = resolve_device(device)
     cfg = protocol_config(protocol, **overrides)
     run_cfg = read_json(Path(model_ref) / "config.json", what="run config") if is_run_dir(model_ref) else {}
     method = run_cfg.get("method") if run_cfg.get("method") in METHODS else "maml"
@@ -400,7 +519,6 @@ def run_adapted_eval(model: torch.nn.Module, model_ref: str, dataset: str, *, sp
     get = episode_fn(fs, split, cfg.n_way, cfg.n_shot, cfg.n_query, seed=cfg.seed, n_episodes=cfg.n_episodes,
                      size=image_size or model_input_size(model))
     manifest = get.sampler.manifest(dataset=fs.spec, fingerprint=fs.fingerprint, split=split)
-    dev = torch.device(device) if device else torch.device("cpu")
     model.to(dev)
     episodes = (get(i) for i in progress(range(cfg.n_episodes), desc="eval (adapt)", unit="episode"))
     accs = adapted_accuracies(model, episodes, method=method, lr=lr, steps=steps, device=dev)
@@ -481,7 +599,7 @@ class DemoStages:
 
 
 def _demo_eval(trained: dict[str, Path], dataset: str, seed: int, episodes: int, n_query: int, image_size: int,
-               device: str) -> dict[str, Any]:
+               device: str | torch.device) -> dict[str, Any]:
     """5-way 1- and 5-shot accuracies of every demo row, on identical episodes."""
     from .fewshot import save_eval_result
 
@@ -507,7 +625,7 @@ def _demo_eval(trained: dict[str, Path], dataset: str, seed: int, episodes: int,
 
 def run_demo(out: str | os.PathLike, *, resume: bool = False, dataset: str = "synthetic:size=32", seed: int = 0,
              epochs: int = 10, init_channels: int = 16, num_cells: int = 3, episodes: int = 300, n_query: int = 15,
-             image_size: int = 32, device: str | None = None,
+             image_size: int = 32, device: str | torch.device | None = "auto",
              log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """The main job end to end: search, a random-cell baseline, RFS training of both, evaluation, card, export.
 
@@ -519,9 +637,8 @@ def run_demo(out: str | os.PathLike, *, resume: bool = False, dataset: str = "sy
     """
     import json
 
+    device = str(resolve_device(device))  # before any write
     out = Path(out)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = dict(dataset=dataset, seed=seed, epochs=epochs, init_channels=init_channels, num_cells=num_cells,
                     episodes=episodes, n_query=n_query, image_size=image_size, device=device)
     stages = DemoStages(out, resume, settings, log)
@@ -538,7 +655,7 @@ def run_demo(out: str | os.PathLike, *, resume: bool = False, dataset: str = "sy
         result = run_train(model=str(runs[name]), dataset=dataset, out=trained[name], preset="rfs-mini",
                            overrides={"epochs": epochs, "seed": seed, "lr_decay_epochs": decay},
                            num_cells=num_cells, init_channels=init_channels, image_size=image_size, device=device,
-                           resume=(trained[name] / "checkpoints").exists())
+                           resume=trained[name].exists())
         log(json.dumps({"run_dir": str(trained[name]), "epochs": result.epochs,
                         "resumed_from": result.resumed_from, **{k: result.final.get(k) for k in ("loss", "acc")}}))
         return {"run": str(trained[name])}

@@ -10,12 +10,15 @@
 # DATA_SPEC is anything `metantk-zoo data info` accepts: a folder written by `metantk-zoo data prepare` (see
 # scripts/prepare_data.sh), a Hub id such as GATE-engine/mini_imagenet, or `synthetic` for a dry run.
 # Multi-GPU: prefix the search and train commands with `torchrun --nproc_per_node=N -m metantk_zoo.cli`.
+# Device: DEVICE=auto (default: the GPU when there is one), cpu, cuda or cuda:N, passed to every command as --device;
+# a device that is not there stops the script before anything is written.
 set -euo pipefail
 
 preset=${1:?usage: $0 mini5|mini8|tiered5|tiered8 DATA_SPEC OUT_ROOT [SEEDS...]}
 data=${2:?DATA_SPEC missing}
 out=${3:?OUT_ROOT missing}
 shift 3
+device=${DEVICE:-auto}
 [ "$#" -gt 0 ] && seeds=("$@") || seeds=(1 2 3)
 
 case "$preset" in
@@ -27,12 +30,15 @@ esac
 for seed in "${seeds[@]}"; do
   run="$out/seed$seed"
   # 1. Training-free search: 6 pruning rounds + the edge pass (resumable: re-run the same command).
-  metantk-zoo search --preset "$preset" --dataset "$data" --seed "$seed" --out "$run/search" --resume
+  metantk-zoo search --preset "$preset" --dataset "$data" --seed "$seed" --out "$run/search" --resume \
+    --device "$device"
   # 2. RFS pre-training of the searched genotype on the base classes (batch size, lr, decay, drop-path by preset).
-  metantk-zoo train --model "$run/search" --dataset "$data" --preset "$rfs" --seed "$seed" --out "$run/train" --resume
+  metantk-zoo train --model "$run/search" --dataset "$data" --preset "$rfs" --seed "$seed" --out "$run/train" --resume \
+    --device "$device"
   # 3. Few-shot evaluation: 1000 episodes, 5-way, 50 queries, 5 augmented supports, logistic regression (C=1).
   for shot in 1 5; do
     metantk-zoo eval "$run/train" --dataset "$data" --protocol paper --n-way 5 --n-shot "$shot" --json \
+      --device "$device" \
       > "$run/eval_${shot}shot.json"
   done
 done

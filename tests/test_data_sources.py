@@ -295,12 +295,18 @@ def test_existing_output_directory_is_refused_unless_overwrite(tmp_path):
     _dd(SMALL).save_to_disk(str(tmp_path / "ds"))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="exists; pass --overwrite"):
+    with pytest.raises(DatasetError, match="did not write"):
         prepare(str(tmp_path / "ds"), tmp_path / "out")
+    with pytest.raises(DatasetError, match="--overwrite only replaces folders this tool made"):
+        prepare(str(tmp_path / "ds"), tmp_path / "out", overwrite=True)  # never an arbitrary folder (issue 17)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
-    prepare(str(tmp_path / "ds"), tmp_path / "out", overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fewshot.json", "test.parquet",
-                                                                    "train.parquet", "val.parquet"]
+    prepare(str(tmp_path / "ds"), tmp_path / "prepared")
+    with pytest.raises(DatasetError, match="exists; pass --overwrite"):
+        prepare(str(tmp_path / "ds"), tmp_path / "prepared")
+    prepare(str(tmp_path / "ds"), tmp_path / "prepared", overwrite=True)  # a dataset this tool prepared
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [".metantk-zoo.json", "fewshot.json",
+                                                                         "test.parquet", "train.parquet",
+                                                                         "val.parquet"]
 
 
 @pytest.mark.slow  # about 20 s: a subprocess with fresh clients, push then load

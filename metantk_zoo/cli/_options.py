@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["ConfigOption", "JsonOption", "load_config_file"]
+from ..utils.device import device_help
+
+__all__ = ["ConfigOption", "DeviceOption", "JsonOption", "load_config_file"]
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -58,3 +60,7 @@ ConfigOption = Annotated[
 ]
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+#: ``--device auto|cpu|cuda|cuda:N``, resolved by :func:`metantk_zoo.utils.device.resolve_device` (one rule for every
+#: command; a device that is not there is one error line before anything is written)
+DeviceOption = Annotated[str, typer.Option("--device", help=device_help())]

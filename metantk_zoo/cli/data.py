@@ -22,7 +22,8 @@ def prepare_command(
     benchmark: Annotated[
         str | None, typer.Option(help="Class split for an ImageNet tree: tiered_imagenet (default) or mini_imagenet.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it is a dataset this tool prepared "
+                                            "(never an arbitrary folder).")] = False,
 ) -> None:
     """Convert a dataset into the prepared parquet format that `load_fewshot(OUT)` reads.
 

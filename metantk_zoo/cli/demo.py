@@ -25,7 +25,7 @@ import typer
 
 from ..pipeline import DEMO_ROWS, run_demo
 from ._app import app
-from ._options import JsonOption
+from ._options import DeviceOption, JsonOption
 
 __all__ = ["demo_command"]
 
@@ -43,7 +43,7 @@ def demo_command(
     episodes: Annotated[int, typer.Option("--episodes", help="Few-shot test episodes per setting.")] = 300,
     n_query: Annotated[int, typer.Option("--n-query", help="Queries per class in each test episode.")] = 15,
     image_size: Annotated[int, typer.Option("--image-size", help="Training and evaluation resolution.")] = 32,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Search, train, evaluate and export on the embedded benchmark: the main job, end to end.

@@ -12,6 +12,7 @@ import typer
 from ..fewshot import PROTOCOLS, save_eval_result
 from ..utils.rundir import is_run_dir
 from ._app import app
+from ._options import DeviceOption
 
 __all__ = ["eval_command"]
 
@@ -35,7 +36,7 @@ def eval_command(
                                              "model name.")] = False,
     num_cells: Annotated[int | None, typer.Option("--num-cells", help="Cells of a metantk model.")] = None,
     init_channels: Annotated[int | None, typer.Option("--init-channels", help="Width C of a metantk model.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda (default: cuda if present).")] = None,
+    device: DeviceOption = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="Also merge the result into this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     adapt: Annotated[bool, typer.Option("--adapt", help="Classify with the meta-learning algorithm's own inner-loop "
@@ -49,7 +50,9 @@ def eval_command(
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}", param_hint="--protocol")
     from ..pipeline import load_backbone, run_adapted_eval, run_eval
+    from ..utils.device import resolve_device
 
+    device = str(resolve_device(device))  # a device that is not there fails before a model is fetched or loaded
     net = load_backbone(model, pretrained=pretrained, num_cells=num_cells, init_channels=init_channels)
     if adapt:
         result = run_adapted_eval(net, model, dataset, split=split, protocol=protocol, image_size=image_size,

@@ -15,14 +15,20 @@ from ._app import app
 def card_command(
     source: Annotated[str, typer.Argument(help="Zoo name (metantk_cell5), genotype text/JSON, genotype.json or run dir.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for card.md, card.json, cells.svg, cells.png.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a card folder this tool "
+                                            "wrote (never an arbitrary folder).")] = False,
 ) -> None:
     """Write a genotype card: the cell diagram, both notations, cost at 84x84, provenance and results.
 
     Example: metantk-zoo card metantk_cell5 --out cards/mini5_a
     """
     from ..hub.cards import card_data, write_card
+    from ..utils.rundir import check_out_dir, claim_out_dir
 
-    paths = write_card(card_data(source), out)
+    data = card_data(source)  # everything is validated before the first write
+    action = check_out_dir(out, "card", overwrite=overwrite)
+    claim_out_dir(out, "card", action)
+    paths = write_card(data, out)
     for p in paths.values():
         typer.echo(str(p))
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..utils.io import json_default
+from ..utils.io import dumps_json
 from ._app import app
-from ._options import ConfigOption, JsonOption
+from ._options import ConfigOption, DeviceOption, JsonOption
 
 
 @app.command("search")
@@ -20,8 +19,13 @@ def search_command(
     out: Annotated[Path, typer.Option(help="Run directory (genotype.json, search.json, model.json, config.json).")],
     seed: Annotated[int, typer.Option(help="Run seed; every random draw derives from it.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it holds a run this tool made "
+                                            "(never an arbitrary folder).")] = False,
+    device: DeviceOption = "auto",
     backend: Annotated[str, typer.Option(help="NTK backend: hook (fast, exact), opacus or func.")] = "hook",
+    candidate_batch: Annotated[int | None, typer.Option(
+        min=1, help="Candidates scored in one forward and backward (same scores; default: 1 on the CPU, on CUDA as "
+                    "many as half the free GPU memory holds).")] = None,
     share_inputs: Annotated[bool, typer.Option(
         help="Compute the ReLU and pools shared by a state's edges once (same forward; off: every op alone).")] = True,
     method: Annotated[str | None, typer.Option(help="metantk, tenas, regions-only, metantk-only, random.")] = None,
@@ -72,11 +76,12 @@ def search_command(
     if ops is not None:
         overrides["ops"] = tuple(o.strip() for o in (ops if isinstance(ops, str) else ",".join(ops)).split(",") if o)
     result = run_search(preset, dataset, out, seed=seed, resume=resume, device=device, backend=backend,
-                        share_inputs=share_inputs, overrides=overrides)
+                        share_inputs=share_inputs, overrides=overrides, overwrite=overwrite,
+                        candidate_batch=candidate_batch)
     if current().rank != 0:
         return
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), default=json_default))
+        typer.echo(dumps_json(result.to_dict()))
     else:
         typer.echo(result.genotype.to_darts())
         typer.echo(f"wrote {out / 'genotype.json'} and {out / 'search.json'} ({result.wall_time:.1f} s scoring)",

@@ -15,7 +15,7 @@ import typer
 from .. import meta as _meta  # noqa: F401  (registers maml, fomaml, hfmaml, anil, fobmaml)
 from ..train import TRAINING_METHODS
 from ._app import app
-from ._options import ConfigOption
+from ._options import ConfigOption, DeviceOption
 
 __all__ = ["train_command"]
 
@@ -54,8 +54,10 @@ def train_command(
     init_channels: Annotated[int | None, typer.Option("--init-channels", help="Width C of a metantk model.")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", help="Training resolution (default: the "
                                                    "model's input size, 84 for the zoo).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
+    device: DeviceOption = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it holds a run this tool made "
+                                            "(never an arbitrary folder).")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Train a backbone on the meta-train classes and write a run directory (config, metrics, plot, weights).
@@ -75,7 +77,8 @@ def train_command(
     overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "num_workers": num_workers,
                  **_parse_sets(set_ or [])}
     result = run_train(model, dataset, out, method=method, preset=preset, overrides=overrides, num_cells=num_cells,
-                       init_channels=init_channels, image_size=image_size, device=device, resume=resume)
+                       init_channels=init_channels, image_size=image_size, device=device, resume=resume,
+                       overwrite=overwrite)
     final = result.final
     typer.echo(json.dumps({"run_dir": str(out), "epochs": result.epochs, "resumed_from": result.resumed_from,
                            **{k: final.get(k) for k in ("loss", "acc")}}))

@@ -24,8 +24,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, MetantkZooError
+from ..utils.io import staged_dir, write_json
 from ..utils.progress import progress
+from ..version import __version__
 from .safe_pickle import safe_load
 from .sources import SPLITS, FewShotDataset, class_splits, load_fewshot
 
@@ -257,16 +257,28 @@ def prepare(source: str, out: str | os.PathLike, *, size: int | None = None, ben
         out: output folder (must not exist unless ``overwrite``).
         size: resize images to ``size`` x ``size`` (84 by default for an ImageNet tree; else kept).
         benchmark: the class split for an ImageNet tree (``tiered_imagenet``, the default, or ``mini_imagenet``).
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out``, only if it is a dataset this tool prepared (it carries the
+            marker file, or, from older versions, ``fewshot.json``); never an arbitrary folder.
         **options: options for :func:`load_fewshot` when ``source`` is a spec.
     Returns:
         The output folder.
     Raises:
-        DatasetError: an existing ``out`` without ``overwrite``, or any bad input (nothing is written then).
+        DatasetError: an existing non-empty ``out`` without ``overwrite``, an ``out`` this tool did not make, a
+            path under a file, or any bad input (nothing is written then).
+
+    The dataset is written into a staging folder beside ``out`` and renamed into place when complete, so a kill
+    leaves either the previous ``out`` or the new one (plus, at worst, a hidden staging folder to delete).
     """
+    from ..utils.rundir import MARKER, check_out_dir, dir_kind
+
     out = Path(out).expanduser()
-    if out.exists() and not overwrite:
-        raise DatasetError(f"output directory {out} exists; pass --overwrite to replace it")
+    try:
+        action = check_out_dir(out, "dataset", overwrite=overwrite)
+    except MetantkZooError as e:
+        raise DatasetError(str(e)) from e
+    if action == "overwrite" and dir_kind(out) != "dataset":
+        raise DatasetError(f"--out {out} holds a {dir_kind(out)} folder, not a prepared dataset; --overwrite "
+                           f"replaces only datasets this tool prepared; pick another --out")
     kind = _detect(source)
     if kind == "rfs_mini":
         splits, name = read_rfs_mini(source), "mini_imagenet"
@@ -278,9 +290,7 @@ def prepare(source: str, out: str | os.PathLike, *, size: int | None = None, ben
     else:
         fs = load_fewshot(source, **options)
         splits, name = _dataset_splits(fs), fs.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         info = {"source": str(source), "kind": kind, "name": name, "size": size, "splits": {}}
         names, offsets = [], {}
         for split, data in splits.items():
@@ -291,13 +301,8 @@ def prepare(source: str, out: str | os.PathLike, *, size: int | None = None, ben
         for split, data in splits.items():
             _write_split(tmp / f"{split}.parquet", data, size, f"prepare {split}", names, offsets[split])
             info["splits"][split] = {"classes": len(data.names), "images": int(len(data.labels))}
-        (tmp / "fewshot.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / "fewshot.json", info)
+        write_json(tmp / MARKER, {"kind": "dataset", "version": __version__})
     logger.info("prepared %s (%s) in %s", source, kind, out)
     return out
 

@@ -261,6 +261,21 @@ def _load_synthetic(opts: dict[str, str]) -> FewShotDataset:
 # ---------------------------------------------------------------------------------------------------- Hub
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a dataset folder or file can raise when the data (not the code) is bad: OS errors, bad values,
+    Arrow's errors and the ``datasets`` library's own; anything else is a bug and propagates."""
+    import datasets.exceptions
+    import pyarrow
+
+    return (OSError, ValueError, KeyError, pyarrow.ArrowException, datasets.exceptions.DatasetsError)
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    """An exception as one line of at most ``limit`` characters (library messages can span many lines)."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _hub_load_dataset(repo_id: str, **kwargs: Any):
     """The one place that calls ``datasets.load_dataset`` for a Hub id (tests monkeypatch it)."""
     import datasets
@@ -268,10 +283,12 @@ def _hub_load_dataset(repo_id: str, **kwargs: Any):
     try:
         return datasets.load_dataset(repo_id, **kwargs)
     except (FileNotFoundError, ConnectionError, ValueError, OSError) as e:
-        raise DatasetError(f"could not load Hub dataset {repo_id!r}: {e}") from e
-    except Exception as e:  # huggingface_hub / datasets raise many types when offline or missing
+        raise DatasetError(f"could not load Hub dataset {repo_id!r} ({_short(e)}); check the id, the network "
+                           f"or HF_HUB_OFFLINE") from e
+    except Exception as e:  # noqa: BLE001  huggingface_hub / datasets / httpx errors share no base; others re-raised
         if type(e).__module__.startswith(("huggingface_hub", "datasets", "requests", "httpx")):
-            raise DatasetError(f"could not load Hub dataset {repo_id!r}: {type(e).__name__}: {e}") from e
+            raise DatasetError(f"could not load Hub dataset {repo_id!r} ({_short(e)}); check the id, the network "
+                               f"or HF_HUB_OFFLINE") from e
         raise
 
 
@@ -314,8 +331,8 @@ def _load_local(path: Path, opts: dict[str, str]) -> FewShotDataset:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         try:
             dd = datasets.load_from_disk(str(path))
-        except Exception as e:  # corrupt arrow files surface as many error types
-            raise DatasetError(f"could not read save_to_disk folder {path}: {e}") from e
+        except _read_errors() as e:  # corrupt arrow files: Arrow, OS and datasets errors
+            raise DatasetError(f"could not read save_to_disk folder {path} ({_short(e)}); re-create it") from e
         kind = "save_to_disk"
     elif path.is_file() and path.suffix == ".parquet" or path.is_dir() and _parquet_files(path):
         dd = _load_parquet(path)
@@ -363,8 +380,9 @@ def _load_parquet(path: Path):
     try:  # one split at a time: each split's file carries its own ClassLabel names
         return datasets.DatasetDict({s: datasets.load_dataset("parquet", data_files={s: f}, split=s)
                                      for s, f in files.items()})
-    except Exception as e:
-        raise DatasetError(f"could not read parquet files under {path}: {e}") from e
+    except _read_errors() as e:
+        raise DatasetError(f"could not read parquet files under {path} ({_short(e)}); re-create them "
+                           f"(metantk-zoo data prepare)") from e
 
 
 def _imagefolder_splits(path: Path) -> list[str]:
@@ -382,8 +400,8 @@ def _load_imagefolder(path: Path):
             data_files[_split_of(name)] = files
     try:
         return datasets.load_dataset("imagefolder", data_files=data_files)
-    except Exception as e:
-        raise DatasetError(f"could not read the imagefolder tree {path}: {e}") from e
+    except _read_errors() as e:
+        raise DatasetError(f"could not read the imagefolder tree {path} ({_short(e)}); check its images") from e
 
 
 # ---------------------------------------------------------------------------------------------------- splitting

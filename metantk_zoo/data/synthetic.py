@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..errors import DatasetError
+from ..utils.io import staged_dir
 
 __all__ = ["GENERATOR_VERSION", "SyntheticConfig", "render_class", "build_synthetic", "synthetic_dataset_dict",
            "cache_root"]
@@ -278,14 +277,9 @@ def build_synthetic(cfg: SyntheticConfig, cache_dir: str | os.PathLike | None = 
         return target
     root.mkdir(parents=True, exist_ok=True)
     logger.info("generating the synthetic benchmark %s into %s", cfg.key, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.key}.", dir=root))
-    try:
-        synthetic_dataset_dict(cfg).save_to_disk(str(tmp / "ds"))
-        try:
-            os.replace(tmp / "ds", target)
-        except OSError:
-            if not (target / "dataset_dict.json").is_file():  # not a concurrent writer that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    def complete(path: Path) -> bool:  # a concurrent writer that won the race: keep its copy
+        return (path / "dataset_dict.json").is_file()
+
+    with staged_dir(target, keep=complete) as tmp:
+        synthetic_dataset_dict(cfg).save_to_disk(str(tmp))
     return target

@@ -1,9 +1,12 @@
-"""Helpers every layer uses: atomic writes and standard JSON, progress bars, and run directories (the one
-"model from a run directory" loader).
+"""Helpers every layer uses: atomic writes and standard JSON, progress bars, run directories (the one
+"model from a run directory" loader) and the one device rule (:func:`resolve_device`).
 """
 
 from __future__ import annotations
 
+from .device import (
+    resolve_device,
+)
 from .distributed import (
     DistInfo,
     current,
@@ -43,6 +46,7 @@ __all__ = [
     "load_weights",
     "read_weights_metadata",
     "progress",
+    "resolve_device",
     "DistInfo",
     "setup_distributed",
     "current",

@@ -20,6 +20,7 @@ exports to the Hub without translation.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "write_model_spec",
     "read_model_spec",
     "create_model_from_run",
+    "create_model_from_files",
     "load_state_into",
     "is_run_dir",
 ]
@@ -72,18 +74,54 @@ def create_model_from_run(run_dir: str | os.PathLike, *, pretrained: bool = True
             architecture (the message names both).
     """
     spec = read_model_spec(run_dir)
-    kwargs = {**spec.get("model_args", {}), "num_classes": spec.get("num_classes", 0), **overrides}
-    try:
-        model = timm.create_model(spec["architecture"], **kwargs)
-    except RuntimeError as e:
-        raise CheckpointError(f"{Path(run_dir) / MODEL_SPEC}: cannot build {spec['architecture']!r}: {e}") from e
-    if pretrained:
-        weights = Path(run_dir) / WEIGHTS
+    weights = Path(run_dir) / WEIGHTS
+
+    def source() -> str:
         if not weights.is_file():
             raise CheckpointError(f"{run_dir} has no final weights ({WEIGHTS}); did the run finish? (--resume it)")
         file_arch = read_weights_metadata(weights).get("architecture")
-        source = str(weights) if file_arch is None else f"{weights} (architecture {file_arch!r})"
-        load_state_into(model, load_weights(weights), source=source, architecture=spec["architecture"])
+        return str(weights) if file_arch is None else f"{weights} (architecture {file_arch!r})"
+
+    return create_model_from_files(spec, weights if pretrained else None, where=str(Path(run_dir) / MODEL_SPEC),
+                                   weights_source=source, **overrides)
+
+
+def create_model_from_files(
+    spec: dict[str, Any],
+    weights: str | os.PathLike | None,
+    *,
+    where: str,
+    weights_source: Callable[[], str] | None = None,
+    build_errors: tuple[type[Exception], ...] = (RuntimeError,),
+    error: Callable[[str], Exception] = CheckpointError,
+    **overrides: Any,
+) -> torch.nn.Module:
+    """The one "model from files" loader: build ``spec["architecture"]`` with timm from its plain-JSON
+    ``model_args`` and ``num_classes`` (a run's ``model.json``, a Hub repository's ``config.json``), then load the
+    safetensors ``weights`` into it.
+
+    Args:
+        spec: ``{"architecture", "model_args", "num_classes"}``.
+        weights: a safetensors file; ``None`` leaves the fresh initialisation.
+        where: the spec's file, named in errors.
+        weights_source: called after the model is built, before the weights are read: checks the file and
+            returns how errors name it (default: its path).
+        build_errors: the exceptions of ``timm.create_model`` that are raised as ``error``; others propagate.
+        error: the exception a refused build becomes.
+
+    Raises:
+        CheckpointError (or ``error``): the architecture cannot be built from the arguments; corrupt weights, or
+            weights of another architecture or shape (the message names both).
+    """
+    arch = spec["architecture"]
+    kwargs = {**spec.get("model_args", {}), "num_classes": spec.get("num_classes", 0), **overrides}
+    try:
+        model = timm.create_model(arch, **kwargs)
+    except build_errors as e:
+        raise error(f"{where}: cannot build {arch!r}: {e}") from e
+    if weights is not None:
+        source = weights_source() if weights_source is not None else str(weights)
+        load_state_into(model, load_weights(weights), source=source, architecture=arch)
     return model
 
 
@@ -120,3 +158,134 @@ def save_model_weights(run_dir: str | os.PathLike, model: torch.nn.Module, archi
 
 
 __all__.append("save_model_weights")
+
+
+# ---------------------------------------------------------------------------------------------------- policy
+#: The marker file every folder this tool creates carries: ``{"kind": ..., "version": ...}``. ``--overwrite``
+#: removes only folders that hold it (or, for folders of older versions, that are recognisably this tool's).
+MARKER = ".metantk-zoo.json"
+
+#: What each kind of folder holds when an older version (no marker) wrote it: one of these files identifies it.
+_LEGACY_SIGNS = {
+    "search": ("search.json", "checkpoints/search.json"),
+    "train": ("checkpoints/last.safetensors",),
+    "demo": ("demo.json",),
+    "dataset": ("fewshot.json",),
+    "card": ("card.json",),
+    "export": ("pretrained_cfg.json", "config.json"),
+}
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def dir_kind(path: str | os.PathLike) -> str | None:
+    """The kind of metantk-zoo folder ``path`` is (``search``, ``train``, ``demo``, ``dataset``, ``card``,
+    ``export``), from its marker or, for folders of older versions, from the files it holds; ``None`` otherwise."""
+    path = Path(path)
+    marker = path / MARKER
+    if marker.is_file():
+        try:
+            data = read_json(marker, what="run marker")
+        except CheckpointError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            return data["kind"]
+    if (path / "checkpoints" / "last.safetensors").is_file():
+        return "train"
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            data = read_json(config, what="run config")
+        except CheckpointError:
+            data = {}
+        if isinstance(data, dict) and data.get("command") == "search":
+            return "search"
+        if isinstance(data, dict) and "model" in data and ("method" in data or "config" in data):
+            return "train"
+    for kind, names in _LEGACY_SIGNS.items():
+        if kind != "export" and any((path / n).is_file() for n in names):
+            return kind
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file() and (path / "README.md").is_file():
+        return "export"
+    if is_run_dir(path):
+        return "train" if (path / WEIGHTS).is_file() else "search"
+    return None
+
+
+def check_out_dir(out: str | os.PathLike, kind: str, *, resume: bool = False, overwrite: bool = False,
+                  option: str = "--out") -> str:
+    """Decide, without writing anything, what a command may do with its output folder.
+
+    The one overwrite policy of every command that writes a folder: a missing or empty folder is ``"new"``; an
+    existing non-empty one is refused unless ``resume`` (and it holds a run of the same ``kind``: ``"resume"``)
+    or ``overwrite`` (and it is a folder this tool made: ``"overwrite"``). The path and its parents must not be
+    regular files.
+
+    Returns:
+        ``"new"``, ``"resume"`` or ``"overwrite"`` (pass it to :func:`claim_out_dir`).
+
+    Raises:
+        ConfigError: the folder cannot be used; the message says what was found and what to do.
+    """
+    from ..errors import ConfigError
+
+    out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it, not both")
+    for parent in [out, *out.parents]:
+        if _exists(parent) and not parent.is_dir():
+            where = "is" if parent == out else f"is under {parent}, which is"
+            raise ConfigError(f"{option} {out} {where} a file, expected a folder; pick another {option}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return "new"
+    found = dir_kind(out)
+    what = f"a {found} run" if found in ("search", "train", "demo") else (
+        f"a metantk-zoo {found} folder" if found else "files metantk-zoo did not write")
+    if overwrite:
+        if found is None:
+            raise ConfigError(f"{option} {out} holds {what}; --overwrite only replaces folders this tool made "
+                              f"(with {MARKER}); remove it yourself or pick another {option}")
+        return "overwrite"
+    if resume:
+        if found != kind:
+            raise ConfigError(f"{option} {out} holds {what}, not a {kind} run, so there is nothing to --resume; "
+                              f"pick another {option}")
+        return "resume"
+    if found == kind and kind in ("dataset", "card", "export"):  # no --resume for these
+        raise ConfigError(f"{option} {out} exists; pass --overwrite to replace it (it holds {what}) or pick "
+                          f"another {option}")
+    if found == kind:
+        raise ConfigError(f"{option} {out} already holds {what}; pass --resume to continue it, --overwrite to "
+                          f"replace it, or pick another {option}")
+    if found is not None:
+        raise ConfigError(f"{option} {out} already holds {what}, not a {kind} run; pick another {option} "
+                          f"(or --overwrite to replace it)")
+    raise ConfigError(f"{option} {out} is not empty and holds {what}; pick a new or empty {option}")
+
+
+def claim_out_dir(out: str | os.PathLike, kind: str, action: str) -> Path:
+    """Carry out :func:`check_out_dir`'s decision: remove a folder this tool made (``"overwrite"``), create the
+    folder and write its marker. Call it only once everything else has been validated."""
+    import shutil
+
+    from ..version import __version__
+    from .io import fsync_dir
+
+    out = Path(out)
+    if action == "overwrite" and out.is_dir():
+        if dir_kind(out) is None:  # checked again right before deleting
+            raise CheckpointError(f"{out} is not a folder metantk-zoo made; refusing to remove it")
+        shutil.rmtree(out)
+        fsync_dir(out.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():
+        write_json(out / MARKER, {"kind": kind, "version": __version__})
+    return out
+
+
+__all__ += ["MARKER", "dir_kind", "check_out_dir", "claim_out_dir"]
