@@ -447,8 +447,6 @@ def _class_keys(values: np.ndarray, names: list[str] | None, where: str = "") ->
 
 def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity: dict) -> FewShotDataset:
     """Normalise a source ``DatasetDict`` into three class-disjoint splits with ``image`` / ``label`` columns."""
-    import datasets
-
     opts = dict(opts)
     image_col, label_col = opts.pop("image", None), opts.pop("label", None)
     class_split = opts.pop("class_split", None)
@@ -458,46 +456,62 @@ def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity:
     _check_no_options_left(opts, name, "image, label, train, val, test, class_split, split_column, revision")
     if split_column:
         dd = _split_by_column(dd, split_column, name)
-
-    normalised = {}
-    for split_name, ds in dd.items():
-        where = f"{name} split {split_name!r}"
-        icol = _pick_column(ds, image_col, _IMAGE_COLUMNS, "image", where)
-        lcol = _pick_column(ds, label_col, _LABEL_COLUMNS, "label", where)
-        if not isinstance(ds.features[icol], datasets.Image):
-            raise DatasetError(f"{where}: column {icol!r} must be an image feature, found {ds.features[icol]}")
-        values, names = _names_of(ds, lcol, where)
-        keep = [c for c in ds.column_names if c != lcol]
-        ds = ds.select_columns(keep)
-        if icol != "image":
-            ds = ds.rename_column(icol, "image")
-        named = names is not None or values.dtype.kind in "US"
-        keys = _class_keys(values, names, where)
-        present = set(keys.tolist())
-        order = [n for n in names if n in present] if names is not None else sorted(present, key=_natural_key)
-        normalised[split_name] = (ds.select_columns(["image"]), keys, named, order)
-
+    normalised = {split_name: _normalise_split(ds, image_col, label_col, f"{name} split {split_name!r}")
+                  for split_name, ds in dd.items()}
     if class_split and class_split.lower() != "none":
-        split_classes = class_splits(class_split)
-        pooled = datasets.concatenate_datasets([n[0] for n in normalised.values()])
-        keys = np.concatenate([n[1] for n in normalised.values()])
-        out, names_out = {}, {}
-        for s in SPLITS:
-            classes = split_classes[s]
-            index = {c: i for i, c in enumerate(classes)}
-            missing = sorted(set(classes) - set(keys.tolist()))
-            if missing:
-                raise DatasetError(
-                    f"{name}: the {class_split} {s} split needs classes missing from the data: "
-                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} missing)"
-                )
-            rows = np.flatnonzero(np.isin(keys, classes))
-            labels = np.fromiter((index[k] for k in keys[rows]), dtype=np.int64, count=len(rows))
-            out[s] = _with_labels(pooled.select(rows), labels)
-            names_out[s] = list(classes)
-        identity = {**identity, "class_split": class_split}
-        return FewShotDataset(name, spec, out, names_out, identity)
+        out, names_out = _by_class_split(name, normalised, class_split)
+        return FewShotDataset(name, spec, out, names_out, {**identity, "class_split": class_split})
+    out, names_out = _by_source_splits(name, normalised, wanted)
+    return FewShotDataset(name, spec, out, names_out, identity)
 
+
+def _normalise_split(ds, image_col: str | None, label_col: str | None,
+                     where: str) -> tuple[Any, np.ndarray, bool, list]:
+    """One source split -> ``(dataset with one image column, class key per row, named classes?, class order)``."""
+    import datasets
+
+    icol = _pick_column(ds, image_col, _IMAGE_COLUMNS, "image", where)
+    lcol = _pick_column(ds, label_col, _LABEL_COLUMNS, "label", where)
+    if not isinstance(ds.features[icol], datasets.Image):
+        raise DatasetError(f"{where}: column {icol!r} must be an image feature, found {ds.features[icol]}")
+    values, names = _names_of(ds, lcol, where)
+    keep = [c for c in ds.column_names if c != lcol]
+    ds = ds.select_columns(keep)
+    if icol != "image":
+        ds = ds.rename_column(icol, "image")
+    named = names is not None or values.dtype.kind in "US"
+    keys = _class_keys(values, names, where)
+    present = set(keys.tolist())
+    order = [n for n in names if n in present] if names is not None else sorted(present, key=_natural_key)
+    return ds.select_columns(["image"]), keys, named, order
+
+
+def _by_class_split(name: str, normalised: dict, class_split: str) -> tuple[dict, dict]:
+    """Pool every source split and cut it by a named class split (e.g. the mini-ImageNet Ravi-Larochelle classes)."""
+    import datasets
+
+    split_classes = class_splits(class_split)
+    pooled = datasets.concatenate_datasets([n[0] for n in normalised.values()])
+    keys = np.concatenate([n[1] for n in normalised.values()])
+    out, names_out = {}, {}
+    for s in SPLITS:
+        classes = split_classes[s]
+        index = {c: i for i, c in enumerate(classes)}
+        missing = sorted(set(classes) - set(keys.tolist()))
+        if missing:
+            raise DatasetError(
+                f"{name}: the {class_split} {s} split needs classes missing from the data: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} missing)"
+            )
+        rows = np.flatnonzero(np.isin(keys, classes))
+        labels = np.fromiter((index[k] for k in keys[rows]), dtype=np.int64, count=len(rows))
+        out[s] = _with_labels(pooled.select(rows), labels)
+        names_out[s] = list(classes)
+    return out, names_out
+
+
+def _by_source_splits(name: str, normalised: dict, wanted: dict) -> tuple[dict, dict]:
+    """Map the source's own splits (or the ones named by ``train=/val=/test=``) onto class-disjoint splits."""
     picked = {}
     for s in SPLITS:
         src = wanted[s]
@@ -527,7 +541,7 @@ def _from_dataset_dict(name: str, spec: str, dd, opts: dict[str, str], identity:
         labels = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
         out[s] = _with_labels(ds, labels)
         names_out[s] = classes
-    return FewShotDataset(name, spec, out, names_out, identity)
+    return out, names_out
 
 
 def _split_by_column(dd, column: str, name: str):
