@@ -37,6 +37,8 @@ def test_presets_follow_the_reference_recipe():
     assert (mini5.epochs, mini5.lr, mini5.lr_decay_epochs, mini5.batch_size, mini5.drop_path) == (100, 0.02, (60, 80), 64, 0.2)
     assert mini8.batch_size == 40 and tiered8.batch_size == 56 and tiered8.lr_decay_epochs == (30, 40, 50)
     assert (mini5.momentum, mini5.weight_decay) == (0.9, 5e-4)
+    assert (mini5.amp, mini8.amp, tiered8.amp) == (False, False, False)  # fp32, as the reference trained
+    assert preset_config("rfs-mini", amp=True).amp  # bf16 autocast on CUDA stays an option
     assert [lr_at_epoch(mini5, e) for e in (1, 60, 61, 80, 81, 100)] == pytest.approx([0.02, 0.02, 2e-3, 2e-3, 2e-4, 2e-4])
     assert [lr_at_epoch(tiered8, e) for e in (30, 31, 41, 51)] == pytest.approx([0.01, 1e-3, 1e-4, 1e-5])
     assert drop_path_at_epoch(mini5, 1) == pytest.approx(0.002) and drop_path_at_epoch(mini5, 100) == pytest.approx(0.2)
