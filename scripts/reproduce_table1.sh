@@ -12,6 +12,7 @@
 # Multi-GPU: prefix the search and train commands with `torchrun --nproc_per_node=N -m metantk_zoo.cli`.
 # Device: DEVICE=auto (default: the GPU when there is one), cpu, cuda or cuda:N, passed to every command as --device;
 # a device that is not there stops the script before anything is written.
+# It ends by aggregating the seeds into the Table-1 row (scripts/aggregate_table1.py): OUT_ROOT/table1.{json,md}.
 set -euo pipefail
 
 preset=${1:?usage: $0 mini5|mini8|tiered5|tiered8 DATA_SPEC OUT_ROOT [SEEDS...]}
@@ -42,4 +43,6 @@ for seed in "${seeds[@]}"; do
       > "$run/eval_${shot}shot.json"
   done
 done
-echo "done: results in $out/seed*/eval_*shot.json; cards with: metantk-zoo card $out/seed1/train --out $out/seed1/card"
+# 4. The Table-1 row: mean ± std over the seeds, each seed with its 95% CI (PYTHON: the interpreter metantk-zoo uses)
+"${PYTHON:-python3}" "$(dirname "$0")/aggregate_table1.py" "$out" --label "MetaNTK-NAS ($preset)"
+echo "done: $out/table1.md and $out/table1.json; cards with: metantk-zoo card $out/seed1/train --out $out/seed1/card"
