@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--baseline-episodes", type=int, default=None,
                     help="run the reference on the first N episodes only and scale its time (default: all)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--json", default=None, help="write the figures to this file")
     args = ap.parse_args()
     if args.threads:
@@ -49,9 +50,12 @@ def main() -> None:
     from metantk_zoo.data import EpisodeSampler, load_fewshot
     from metantk_zoo.fewshot import Episodes, evaluate_fewshot, mean_confidence_interval, protocol_config
     from metantk_zoo.pipeline import SplitImages, reseed
+    from metantk_zoo.utils.device import resolve_device
+
+    device = resolve_device(args.device)
 
     kw = {"init_channels": args.init_channels} if args.init_channels else {}
-    model = timm.create_model(args.model, num_classes=0, **kw).eval()
+    model = timm.create_model(args.model, num_classes=0, **kw).eval().to(device)
     fs = load_fewshot(args.dataset)
     cfg = protocol_config(args.protocol, n_shot=args.n_shot, n_episodes=args.episodes)
     sampler = EpisodeSampler(fs.labels("test"), cfg.n_way, cfg.n_shot, cfg.n_query, seed=cfg.seed,
@@ -65,7 +69,7 @@ def main() -> None:
     images = SplitImages(fs.split("test"), args.image_size)
 
     t0 = time.perf_counter()
-    ours = evaluate_fewshot(model, images, episodes, cfg, device="cpu")
+    ours = evaluate_fewshot(model, images, episodes, cfg, device=device)
     t_ours = time.perf_counter() - t0
 
     # the reference: everything per episode
@@ -76,19 +80,20 @@ def main() -> None:
     with torch.no_grad():
         for e in eps[:n_base]:
             reseed(images.augment)
-            spt = images.load(np.repeat(e.support, cfg.n_aug_support), augment=True)
-            qry = images.load(e.query, augment=False)
+            spt = images.load(np.repeat(e.support, cfg.n_aug_support), augment=True).to(device)
+            qry = images.load(e.query, augment=False).to(device)
             f_spt = torch.nn.functional.normalize(model.forward_head(model.forward_features(spt), pre_logits=True))
             f_qry = torch.nn.functional.normalize(model.forward_head(model.forward_features(qry), pre_logits=True))
             clf = LogisticRegression(C=cfg.C, solver="lbfgs", max_iter=1000, random_state=0)
-            clf.fit(f_spt.numpy(), np.repeat(e.y_support, cfg.n_aug_support))
-            accs.append(float((clf.predict(f_qry.numpy()) == e.y_query).mean()))
+            clf.fit(f_spt.cpu().numpy(), np.repeat(e.y_support, cfg.n_aug_support))
+            accs.append(float((clf.predict(f_qry.cpu().numpy()) == e.y_query).mean()))
     t_base = (time.perf_counter() - t0) * len(eps) / n_base
     m_base, h_base = mean_confidence_interval(accs)
 
     out = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-                   f"{torch.get_num_threads()}, CPU only",
+                   f"{torch.get_num_threads()}, "
+                   + (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"),
         "model": args.model, "dataset": fs.spec, "protocol": cfg.protocol, "n_way": cfg.n_way, "n_shot": cfg.n_shot,
         "n_query": cfg.n_query, "n_aug_support": cfg.n_aug_support, "episodes": len(eps),
         "baseline_episodes_run": n_base, "manifest": manifest.sha256[:16],

@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--n-shot", type=int, default=1)
     ap.add_argument("--size", type=int, default=84)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--_child", nargs=2, metavar=("METHOD", "INNER"), help=argparse.SUPPRESS)
@@ -88,6 +88,9 @@ def main() -> None:
         print(json.dumps(_one(a._child[0], int(a._child[1]), a.width, a.meta_batch, a.steps, a.size, a.n_shot,
                               a.device, a.threads)))
         return
+    from metantk_zoo.utils.device import resolve_device
+
+    a.device = str(resolve_device(a.device))  # resolved once, here: every child process runs on the same device
     rows = []
     for inner in a.inner_steps:
         for m in a.methods:

@@ -49,14 +49,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--init-channels", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (CUDA)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     args = ap.parse_args()
 
     import timm
 
     import metantk_zoo  # noqa: F401
+    from metantk_zoo.utils.device import resolve_device
 
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
     kw = {"init_channels": args.init_channels} if args.init_channels else {}
@@ -73,7 +75,7 @@ def main() -> None:
         if args.compile:
             rows.append(("bf16 + channels_last + compile",
                          bench(torch.compile(fresh()), x, y, args.steps, amp=True, channels_last=True, warmup=5)))
-    name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{args.model} {args.size}x{args.size}, batch {args.batch_size}, {name}")
     base = rows[0][1]
     for label, ips in rows:

@@ -24,6 +24,7 @@ import metantk_zoo  # noqa: E402,F401
 from metantk_zoo.data import load_fewshot  # noqa: E402
 from metantk_zoo.meta import METHODS, adapted_accuracies, make_meta_config, make_outer_optimizer, meta_step  # noqa: E402
 from metantk_zoo.pipeline import episode_fn  # noqa: E402
+from metantk_zoo.utils.device import resolve_device  # noqa: E402
 
 
 def main() -> None:
@@ -35,10 +36,12 @@ def main() -> None:
     ap.add_argument("--meta-steps", type=int, default=1500)
     ap.add_argument("--test-episodes", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="MetaConfig overrides (JSON values)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
     fs = load_fewshot(f"{a.dataset}:size={a.size}" if a.dataset == "synthetic" else a.dataset)
     rows = []
     for method in a.methods:
@@ -48,17 +51,18 @@ def main() -> None:
         test = episode_fn(fs, "test", cfg.n_way, cfg.n_shot, 15, seed=12345, size=a.size)  # 15 queries, as RFS
         test_eps = [test(i) for i in range(a.test_episodes)]
         torch.manual_seed(0)
-        model = timm.create_model("metantk_conv4", width=a.width, num_classes=cfg.n_way, img_size=a.size)
+        model = timm.create_model("metantk_conv4", width=a.width, num_classes=cfg.n_way, img_size=a.size).to(device)
 
-        def score():
-            acc = adapted_accuracies(model, test_eps, method=method, lr=cfg.inner_lr, steps=cfg.inner_steps_test)
+        def score(model=model, test_eps=test_eps, method=method, cfg=cfg):
+            acc = adapted_accuracies(model, test_eps, method=method, lr=cfg.inner_lr, steps=cfg.inner_steps_test,
+                                     device=device)
             return float(acc.mean()), float(1.96 * acc.std() / len(acc) ** 0.5)
 
         before = score()
         opt = make_outer_optimizer(model, cfg)
         t0, losses = time.perf_counter(), []
         for t in range(cfg.meta_steps):
-            batch = [train(t * cfg.meta_batch + i) for i in range(cfg.meta_batch)]
+            batch = [tuple(x.to(device) for x in train(t * cfg.meta_batch + i)) for i in range(cfg.meta_batch)]
             losses.append(meta_step(model, batch, opt, cfg)["loss"])
         secs = time.perf_counter() - t0
         after = score()

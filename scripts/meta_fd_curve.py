@@ -34,7 +34,7 @@ if __name__ == "__main__":
     deltas = [10.0 ** -k for k in range(0, 7)]
     for steps in (1, 3):
         exact = flat(model, method="maml", inner_steps=steps)
-        rel = lambda g: float((g - exact).norm() / exact.norm())  # noqa: E731
+        rel = lambda g, exact=exact: float((g - exact).norm() / exact.norm())  # noqa: E731
         print(f"inner_steps={steps}   FO-MAML bias: {rel(flat(model, method='fomaml', inner_steps=steps)):.3e}")
         print(f"{'delta':>8s} {'HF-MAML':>10s} {'FO-B-MAML sym':>14s} {'FO-B-MAML fwd':>14s}")
         for d in deltas:
