@@ -49,6 +49,7 @@ __all__ = [
     "run_eval",
     "run_adapted_eval",
     "write_genotype_card",
+    "export_to_folder",
     "export_and_check",
     "DemoStages",
     "run_demo",
@@ -388,6 +389,24 @@ def _carry_search_records(model: str, out: Path) -> None:
             write_json(out / name, read_json(src / name, what=f"search record {name}"))
 
 
+def _check_train_resume(out: Path, config: dict[str, Any], model_spec: dict[str, Any]) -> None:
+    """Refuse ``--resume`` of a training run made with other settings; reads only. Its ``config.json`` (written
+    before the first epoch) must equal ``config``; a run killed before even that is checked by its ``model.json``."""
+    import json
+
+    from .train.loop import check_resume_config
+    from .utils.io import dumps_json
+    from .utils.rundir import MODEL_SPEC, read_model_spec
+
+    check_resume_config(out, config)
+    if is_run_dir(out):
+        stored, mine = read_model_spec(out), json.loads(dumps_json(model_spec))
+        if stored != mine:
+            diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+            raise ConfigError(f"--resume of {out} with another model ({', '.join(diff)} differ from its "
+                              f"{MODEL_SPEC}); resume with the run's own --model and sizes, or use a new --out")
+
+
 def training_method(method: str, preset: str | None):
     """The registered :class:`~metantk_zoo.train.TrainingMethod` and its preset (the method's first by default)."""
     from . import meta  # noqa: F401  (registers maml, fomaml, hfmaml, anil, fobmaml)
@@ -416,6 +435,7 @@ def run_train(model: str, dataset: str, out: str | os.PathLike, *, method: str =
         The method's :class:`~metantk_zoo.train.TrainResult`.
     """
     from .data import load_fewshot
+    from .train.loop import run_config
 
     dev = resolve_device(device)  # before any write
     out = Path(out)
@@ -435,14 +455,16 @@ def run_train(model: str, dataset: str, out: str | os.PathLike, *, method: str =
     data, num_classes = DATA_BUILDERS[spec.data_kind](fs, cfg, size)
     torch.manual_seed(cfg.seed)  # the initialisation is the run's seed's, whatever ran before (issue 16, item 11)
     net = create_model_checked(arch, num_classes=num_classes, **model_args)
+    extra = {"model": {"architecture": arch, "model_args": model_args, "num_classes": num_classes},
+             "dataset": {"spec": fs.spec, "fingerprint": fs.fingerprint, "split": "train"},
+             "preset": preset, "image_size": size}
+    if action == "resume":  # the same settings, checked before any write, checkpoint or not
+        _check_train_resume(out, run_config(method, cfg, extra), extra["model"])
     if int(os.environ.get("RANK", "0")) == 0:
         claim_out_dir(out, "train", action)
     if int(os.environ.get("RANK", "0")) == 0 and (action != "resume" or not is_run_dir(out)):
         write_model_spec(out, arch, model_args, num_classes)
         _carry_search_records(model, out)
-    extra = {"model": {"architecture": arch, "model_args": model_args, "num_classes": num_classes},
-             "dataset": {"spec": fs.spec, "fingerprint": fs.fingerprint, "split": "train"},
-             "preset": preset, "image_size": size}
     return spec.train(net, data, cfg, run_dir=out, architecture=arch, resume=resume, device=dev,
                       extra_config=extra)
 
@@ -524,7 +546,8 @@ def run_adapted_eval(model: torch.nn.Module, model_ref: str, dataset: str, *, sp
     accs = adapted_accuracies(model, episodes, method=method, lr=lr, steps=steps, device=dev)
     mean, ci = mean_confidence_interval(accs)
     return EvalResult(mean=mean, ci95=ci, n_episodes=cfg.n_episodes, n_way=cfg.n_way, n_shot=cfg.n_shot,
-                      n_query=cfg.n_query, n_aug_support=0, protocol=f"{protocol}+adapt:{method}(lr={lr},steps={steps})",
+                      n_query=cfg.n_query, n_aug_support=0,
+                      protocol=f"{protocol}+adapt:{method}(lr={lr},steps={steps})",
                       manifest_hash=manifest.sha256, model=model_ref, dataset=fs.spec, split=split,
                       accuracies=accs.tolist())
 
@@ -538,17 +561,49 @@ def write_genotype_card(source: str | os.PathLike, out: str | os.PathLike) -> di
     return {k: str(v) for k, v in paths.items()}
 
 
-def export_and_check(run: str | os.PathLike, local_dir: str | os.PathLike) -> dict[str, Any]:
-    """Export ``run`` as a Hub repository folder and load it back through ``timm.create_model('local-dir:...')``.
+def export_to_folder(run: str | os.PathLike, local_dir: str | os.PathLike, *, repo_id: str = "ORG/NAME",
+                     overwrite: bool = False, option: str = "--local-dir") -> list[str]:
+    """Export ``run`` as a Hub repository folder ``local_dir`` under the one overwrite policy
+    (:func:`~metantk_zoo.utils.rundir.check_out_dir`): a missing or empty folder is written; an existing non-empty
+    one is refused unless ``overwrite`` and it is a folder this tool made (an export). The new export is built and
+    checked in a staging sibling first, so a bad run or a kill leaves the previous folder as it was.
+
+    Returns:
+        The repository's file names.
+
+    Raises:
+        ConfigError: ``local_dir`` cannot be used (the message says why and what to do).
+        CheckpointError: the run cannot be exported (nothing is written then).
+    """
+    import shutil
+
+    from .hub import export_run
+    from .utils.io import make_staging_dir, replace_dir
+
+    local_dir = Path(local_dir)
+    action = check_out_dir(local_dir, "export", overwrite=overwrite, option=option)
+    if action != "overwrite":
+        return export_run(run, local_dir, repo_id=repo_id)
+    staging = make_staging_dir(local_dir.parent, f".{local_dir.name}.export-new-")
+    try:
+        files = export_run(run, staging / "repo", repo_id=repo_id)
+        replace_dir(staging / "repo", local_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return files
+
+
+def export_and_check(run: str | os.PathLike, local_dir: str | os.PathLike, *,
+                     overwrite: bool = False) -> dict[str, Any]:
+    """Export ``run`` as a Hub repository folder (:func:`export_to_folder`) and load it back through
+    ``timm.create_model('local-dir:...')``.
 
     Raises:
         CheckpointError: the reloaded model's logits differ from the run's.
     """
     import timm
 
-    from .hub import export_run
-
-    files = export_run(run, local_dir)
+    files = export_to_folder(run, local_dir, overwrite=overwrite)
     original = create_model_from_run(run).eval()
     reloaded = timm.create_model(f"local-dir:{local_dir}", pretrained=True).eval()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # any size: the net is fully conv
@@ -569,18 +624,27 @@ DEMO_ROWS = {"search": "MetaNTK-NAS (tiny)", "random": "random cell", "untrained
 class DemoStages:
     """The demo's completed stages and their results, persisted atomically after each one."""
 
-    def __init__(self, out: Path, resume: bool, settings: dict[str, Any], log: Callable[[str], None] = logger.info):
+    def __init__(self, out: Path, resume: bool, settings: dict[str, Any], log: Callable[[str], None] = logger.info,
+                 *, action: str | None = None):
         self.path = out / DEMO_STATE_FILE
         self.log = log
-        if self.path.exists() and not resume:
+        if self.path.exists() and not resume and action != "overwrite":
             raise CheckpointError(f"{out} already holds a demo run; add --resume to continue it or pick another --out")
         self.state: dict[str, Any] = {"settings": settings, "done": {}}
         if resume and self.path.exists():
-            self.state = read_json(self.path, what="demo state")
-            if self.state.get("settings") != settings:
-                raise CheckpointError(f"{self.path} was made with other settings {self.state.get('settings')}; "
-                                      f"resume with the same options or pick another --out")
-        out.mkdir(parents=True, exist_ok=True)
+            state = read_json(self.path, what="demo state")
+            if not isinstance(state, dict) or not isinstance(state.get("done"), dict):
+                raise CheckpointError(f"{self.path}: expected a demo state with 'settings' and 'done', found "
+                                      f"{str(state)[:60]!r}; pick another --out")
+            if state.get("settings") != settings:
+                theirs = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+                diff = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
+                shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {settings.get(k)!r}" for k in diff[:3])
+                raise CheckpointError(f"--resume of {out} with other settings ({shown}); resume with the demo's own "
+                                      f"options or pick another --out")
+            self.state = state
+        # everything is checked: from here on the demo writes
+        claim_out_dir(out, "demo", action or ("resume" if resume else "new"))
         write_json(self.path, self.state)
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -626,11 +690,13 @@ def _demo_eval(trained: dict[str, Path], dataset: str, seed: int, episodes: int,
 def run_demo(out: str | os.PathLike, *, resume: bool = False, dataset: str = "synthetic:size=32", seed: int = 0,
              epochs: int = 10, init_channels: int = 16, num_cells: int = 3, episodes: int = 300, n_query: int = 15,
              image_size: int = 32, device: str | torch.device | None = "auto",
-             log: Callable[[str], None] = logger.info) -> dict[str, Any]:
+             log: Callable[[str], None] = logger.info, overwrite: bool = False) -> dict[str, Any]:
     """The main job end to end: search, a random-cell baseline, RFS training of both, evaluation, card, export.
 
     Each stage is recorded in ``out/demo.json`` when done so that ``resume`` skips it (the search and training
-    stages resume from their own checkpoints when they were interrupted part-way).
+    stages resume from their own checkpoints when they were interrupted part-way). ``out`` follows the one
+    overwrite policy (:func:`~metantk_zoo.utils.rundir.check_out_dir`): a non-empty folder needs ``resume`` (a demo
+    run with the same settings) or ``overwrite`` (a folder this tool made); all is checked before the first write.
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -639,9 +705,10 @@ def run_demo(out: str | os.PathLike, *, resume: bool = False, dataset: str = "sy
 
     device = str(resolve_device(device))  # before any write
     out = Path(out)
+    action = check_out_dir(out, "demo", resume=resume, overwrite=overwrite)  # reads only
     settings = dict(dataset=dataset, seed=seed, epochs=epochs, init_channels=init_channels, num_cells=num_cells,
                     episodes=episodes, n_query=n_query, image_size=image_size, device=device)
-    stages = DemoStages(out, resume, settings, log)
+    stages = DemoStages(out, resume, settings, log, action=action)
     runs = {"search": out / "search", "random": out / "random"}
     trained = {"search": out / "train_search", "random": out / "train_random"}
 
@@ -666,7 +733,8 @@ def run_demo(out: str | os.PathLike, *, resume: bool = False, dataset: str = "sy
         stages.run(f"train-{name}", lambda name=name: train_stage(name))
     results = stages.run("eval", lambda: _demo_eval(trained, dataset, seed, episodes, n_query, image_size, device))
     card = stages.run("card", lambda: write_genotype_card(trained["search"], out / "card"))
-    export = stages.run("export", lambda: export_and_check(trained["search"], out / "hub_export"))
+    # overwrite: a kill after the export was published but before demo.json recorded it leaves a complete export
+    export = stages.run("export", lambda: export_and_check(trained["search"], out / "hub_export", overwrite=True))
 
     summary = {
         "out": str(out),

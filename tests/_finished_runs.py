@@ -23,10 +23,17 @@ NANO_SEARCH_FLAGS = ["--preset", "tiny", "--dataset", TINY_DATA, "--channels", "
 #: a nano RFS training: metantk_nano at C=4, 16x16, batch 12
 NANO_TRAIN_FLAGS = ["--model", "metantk_nano", "--dataset", TINY_DATA, "--init-channels", "4", "--image-size", "16",
                     "--set", "batch_size=12", "--device", "cpu"]
+#: a nano FO-MAML meta-training: metantk_nano at C=4, 16x16, 2-way 1-shot 2-query episodes, one task per meta-batch,
+#: 4 epochs of 2 meta-steps (a checkpoint per epoch)
+META_TRAIN = dict(epochs=4, n_way=2, n_shot=1, n_query=2, meta_batch=1, steps_per_epoch=2)
+META_TRAIN_FLAGS = ["--method", "fomaml", "--preset", "demo", "--model", "metantk_nano", "--dataset", TINY_DATA,
+                    "--init-channels", "4", "--image-size", "16", "--epochs", "4",
+                    *[x for k, v in META_TRAIN.items() if k != "epochs" for x in ("--set", f"{k}={v}")],
+                    "--device", "cpu"]
 #: the same with the random-cell baseline: a finished search run in a second (no scoring)
 RANDOM_SEARCH_FLAGS = [*NANO_SEARCH_FLAGS, "--method", "random"]
 #: the fields of a record that are clocks, not results
-CLOCK_FIELDS = ("wall_time", "seconds", "images_per_s", "time")
+CLOCK_FIELDS = ("wall_time", "seconds", "images_per_s", "time", "sec_per_step")
 #: one build per session, whichever test module asks first (the fixtures are imported into several modules)
 _BUILT: dict[str, Path] = {}
 
@@ -91,3 +98,26 @@ def finished_train(tmp_path_factory) -> Path:
                   overrides={"epochs": 2, "batch_size": 12})
         _BUILT["train"] = out
     return _BUILT["train"]
+
+
+@pytest.fixture(scope="session")
+def finished_meta(tmp_path_factory) -> Path:
+    """A finished nano FO-MAML meta-training run directory (:data:`META_TRAIN`; do not modify; copy it)."""
+    if "meta" not in _BUILT:
+        from metantk_zoo.pipeline import run_train
+
+        out = tmp_path_factory.mktemp("finished") / "meta"
+        run_train("metantk_nano", TINY_DATA, out, method="fomaml", preset="demo", init_channels=4, image_size=16,
+                  device="cpu", overrides=dict(META_TRAIN))
+        _BUILT["meta"] = out
+    return _BUILT["meta"]
+
+
+def before_first_checkpoint(src: Path, dst: Path, keep: tuple[str, ...] = (".metantk-zoo.json", "config.json",
+                                                                          "model.json")) -> Path:
+    """``dst``: the run directory ``src`` as a kill before its first checkpoint leaves it (only ``keep``)."""
+    dst.mkdir(parents=True)
+    for name in keep:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+    return dst

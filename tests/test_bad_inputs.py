@@ -20,11 +20,14 @@ import torch
 
 from metantk_zoo.cli import main
 from tests._finished_runs import (  # noqa: F401  (session fixtures)
+    META_TRAIN_FLAGS,
     NANO_SEARCH_FLAGS,
     NANO_TRAIN_FLAGS,
     RANDOM_SEARCH_FLAGS,
     TINY_DATA,
+    before_first_checkpoint,
     copy_run,
+    finished_meta,
     finished_search,
     finished_train,
     tree_hash,
@@ -54,10 +57,14 @@ class _Pickled:
 
 
 @pytest.fixture(scope="module")
-def world(finished_search, finished_train, tmp_path_factory):  # noqa: F811
-    """Everything the cases point at: finished runs, corrupt copies of them, a file, a foreign folder, datasets."""
+def world(finished_search, finished_train, finished_meta, tmp_path_factory):  # noqa: F811
+    """Everything the cases point at: finished runs, corrupt copies of them, runs killed before their first
+    checkpoint, an export, a demo, a file, a foreign folder, datasets."""
+    from metantk_zoo.pipeline import export_to_folder
+    from metantk_zoo.utils.rundir import MARKER
+
     root = tmp_path_factory.mktemp("catalogue")
-    w = {"search": finished_search, "train": finished_train, "root": root}
+    w = {"search": finished_search, "train": finished_train, "meta": finished_meta, "root": root}
     (root / "afile").write_text("a regular file\n")
     w["under_file"] = root / "afile" / "run"
     foreign = root / "foreign"
@@ -108,6 +115,22 @@ def world(finished_search, finished_train, tmp_path_factory):  # noqa: F811
     (pickled / "pytorch_model.bin").write_bytes(pickle.dumps(_Pickled(root / "UNPICKLED")))
     w["pickled"] = pickled
     w["pwned"] = root / "PWNED"
+    # runs killed before their first checkpoint: config.json (and model.json) only; one killed even before that
+    w["search_early"] = before_first_checkpoint(finished_search, root / "search_early")
+    w["train_early"] = before_first_checkpoint(finished_train, root / "train_early")
+    w["meta_early"] = before_first_checkpoint(finished_meta, root / "meta_early")
+    w["train_spec_only"] = before_first_checkpoint(finished_train, root / "train_spec_only",
+                                                   keep=(MARKER, "model.json"))
+    # an export, an unfinished demo, a results file of eval --out
+    export_to_folder(finished_train, root / "export", repo_id="org/nano")
+    w["export"] = root / "export"
+    demo = root / "demo"
+    demo.mkdir()
+    (demo / MARKER).write_text(json.dumps({"kind": "demo", "version": "0"}))
+    (demo / "demo.json").write_text(json.dumps({"settings": {
+        "dataset": "synthetic:size=32", "seed": 0, "epochs": 10, "init_channels": 16, "num_cells": 3, "episodes": 300,
+        "n_query": 15, "image_size": 32, "device": "cpu"}, "done": {}}))
+    w["demo"] = demo
     # configs
     (root / "unknown_key.json").write_text(json.dumps({"channels": 4, "warp_factor": 9}))
     (root / "wrong_type.json").write_text(json.dumps({"precision": "three"}))
@@ -169,6 +192,19 @@ def _cases():
                                                         "--out", str(w["search"])], 1, ["seed"]),
         ("run-resume-other-settings-train", lambda w: [t, *NANO_TRAIN_FLAGS, "--epochs", "5", "--resume",
                                                        "--out", str(w["train"])], 1, ["epochs"]),
+        ("run-resume-before-first-checkpoint-search", lambda w: [s, *RANDOM_SEARCH_FLAGS, "--seed", "7", "--resume",
+                                                                 "--out", str(w["search_early"])], 1, ["seed"]),
+        ("run-resume-before-first-checkpoint-train", lambda w: [t, *NANO_TRAIN_FLAGS, "--epochs", "3", "--resume",
+                                                                "--out", str(w["train_early"])], 1, ["epochs"]),
+        ("run-resume-before-first-checkpoint-meta", lambda w: [t, *META_TRAIN_FLAGS, "--set", "n_query=3",
+                                                               "--resume", "--out", str(w["meta_early"])],
+         1, ["n_query"]),
+        ("run-resume-before-first-checkpoint-other-method", lambda w: [t, *META_TRAIN_FLAGS[2:], "--method", "anil",
+                                                                       "--resume", "--out", str(w["meta_early"])],
+         1, ["method"]),
+        ("run-resume-before-config-other-model", lambda w: [t, *NANO_TRAIN_FLAGS, "--init-channels", "8",
+                                                            "--resume", "--out", str(w["train_spec_only"])],
+         1, ["another model", "model_args"]),
         ("run-card-corrupt-model-json", lambda w: ["card", str(w["trunc_model_json"]), "--out", out_new(w)],
          1, ["model.json"]),
         # -------------------------------------------------------------- overwrite policy
@@ -192,6 +228,42 @@ def _cases():
                                                    "--out", str(w["train"])], 1, ["exclude each other"]),
         ("policy-export-into-non-empty", lambda w: ["push", str(w["train"]), "--repo", "org/x", "--dry-run",
                                                     "--local-dir", str(w["foreign"])], 1, ["not empty"]),
+        ("policy-export-overwrite-a-foreign-folder", lambda w: ["push", str(w["train"]), "--repo", "org/x",
+                                                                "--local-dir", str(w["foreign"]), "--overwrite"],
+         1, ["--overwrite only"]),
+        ("policy-export-again-without-overwrite", lambda w: ["push", str(w["train"]), "--repo", "org/x",
+                                                             "--local-dir", str(w["export"])],
+         1, ["exists", "pass --overwrite"]),
+        ("policy-export-into-a-run", lambda w: ["push", str(w["train"]), "--repo", "org/x", "--local-dir",
+                                                str(w["search"])], 1, ["search run", "not an export run"]),
+        ("policy-export-overwrite-without-local-dir", lambda w: ["push", str(w["train"]), "--repo", "org/x",
+                                                                 "--overwrite"], 2, []),
+        ("policy-demo-into-a-foreign-folder", lambda w: ["demo", "--out", str(w["foreign"]), "--device", "cpu"],
+         1, ["did not write"]),
+        ("policy-demo-into-a-train-run", lambda w: ["demo", "--out", str(w["train"]), "--device", "cpu"],
+         1, ["train run", "not a demo run"]),
+        ("policy-demo-overwrite-a-foreign-folder", lambda w: ["demo", "--out", str(w["foreign"]), "--overwrite",
+                                                              "--device", "cpu"], 1, ["--overwrite only"]),
+        ("policy-demo-again-without-resume", lambda w: ["demo", "--out", str(w["demo"]), "--device", "cpu"],
+         1, ["already holds a demo run", "--resume", "--overwrite"]),
+        ("policy-demo-resume-and-overwrite", lambda w: ["demo", "--out", str(w["demo"]), "--resume", "--overwrite",
+                                                        "--device", "cpu"], 1, ["exclude each other"]),
+        ("run-resume-other-settings-demo", lambda w: ["demo", "--out", str(w["demo"]), "--resume", "--epochs", "3",
+                                                      "--device", "cpu"], 1, ["other settings", "epochs"]),
+        ("policy-eval-out-a-foreign-file", lambda w: ["eval", "metantk_nano", "--dataset", TINY_DATA, "--episodes",
+                                                      "2", "--out", str(w["root"] / "afile")],
+         1, ["not a results file", "merge into"]),
+        ("policy-eval-out-overwrite-a-foreign-file", lambda w: ["eval", "metantk_nano", "--dataset", TINY_DATA,
+                                                                "--episodes", "2", "--overwrite",
+                                                                "--out", str(w["root"] / "afile")],
+         1, ["not a results file", "will not replace"]),
+        ("policy-eval-out-a-folder", lambda w: ["eval", "metantk_nano", "--dataset", TINY_DATA, "--episodes", "2",
+                                                "--out", str(w["foreign"])], 1, ["is a folder", "results file"]),
+        ("policy-eval-out-a-run-config", lambda w: ["eval", "metantk_nano", "--dataset", TINY_DATA, "--episodes",
+                                                    "2", "--out", str(w["train"] / "config.json")],
+         1, ["not a results file"]),
+        ("out-under-a-file-eval", lambda w: ["eval", "metantk_nano", "--dataset", TINY_DATA, "--episodes", "2",
+                                             "--out", str(w["under_file"])], 1, ["a file"]),
         # -------------------------------------------------------------- Hub ids (offline)
         ("hub-malformed-id-eval", lambda w: ["eval", "hf-hub:not a repo!", "--dataset", TINY_DATA], 1,
          ["repository id"]),
@@ -274,7 +346,8 @@ CASES = _cases()
 
 
 def _snapshot(w) -> dict[str, str]:
-    return {"search": tree_hash(w["search"]), "train": tree_hash(w["train"]), "root": tree_hash(w["root"])}
+    return {"search": tree_hash(w["search"]), "train": tree_hash(w["train"]), "meta": tree_hash(w["meta"]),
+            "root": tree_hash(w["root"])}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

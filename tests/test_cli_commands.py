@@ -72,8 +72,8 @@ def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     from metantk_zoo import pipeline
 
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--dataset", "synthetic:size=16,per_class=8,classes=40", "--epochs", "1", "--init-channels", "4",
-            "--num-cells", "3", "--episodes", "4", "--n-query", "2", "--image-size", "16"]
+    args = ["demo", "--out", str(out), "--dataset", "synthetic:size=16,per_class=8,classes=40", "--epochs", "1",
+            "--init-channels", "4", "--num-cells", "3", "--episodes", "4", "--n-query", "2", "--image-size", "16"]
     real_train = pipeline.run_train
     calls = []
 
@@ -96,7 +96,7 @@ def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # without --resume the existing run is protected
         main(args)
-    assert exit_info.value.code == 1 and "add --resume" in capsys.readouterr().err
+    assert exit_info.value.code == 1 and "pass --resume" in capsys.readouterr().err
     with pytest.raises(SystemExit) as finished:
         main([*args, "--resume"])
     assert finished.value.code == 0

@@ -30,9 +30,12 @@ from metantk_zoo.utils.io import (
 )
 from tests._finished_runs import (  # noqa: F401  (session fixtures)
     CLOCK_FIELDS,
+    META_TRAIN_FLAGS,
     NANO_SEARCH_FLAGS,
     NANO_TRAIN_FLAGS,
     TINY_DATA,
+    copy_run,
+    finished_meta,
     finished_search,
     finished_train,
     scored_search,
@@ -99,7 +102,9 @@ def _loads_or_is_incomplete(run: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ kill -9
-SEARCH_KILLS = [pytest.param(0.0, id="first-checkpoint", marks=pytest.mark.slow),
+#: the nano MetaNTK-NAS search (5 stages, a checkpoint after each, about 3 s of scoring): the first kill point runs
+#: in the default suite
+SEARCH_KILLS = [pytest.param(0.0, id="first-checkpoint"),
                 pytest.param(random.Random(17).uniform(0.5, 6.0), id="random-later", marks=pytest.mark.slow)]
 
 
@@ -136,6 +141,73 @@ def test_training_killed_then_resumed_equals_the_uninterrupted_run(delay, finish
     _same_weights(out / "model.safetensors", finished_train / "model.safetensors")
     resumed, uninterrupted = read_jsonl(out / "metrics.jsonl"), read_jsonl(finished_train / "metrics.jsonl")
     assert _without_clocks(resumed) == _without_clocks(uninterrupted)
+
+
+#: the nano FO-MAML run (4 epochs of 2 meta-steps, a checkpoint after each epoch)
+META_KILLS = [pytest.param(0.0, id="after-epoch-1-checkpoint"),
+              pytest.param(random.Random(11).uniform(0.1, 0.5), id="random-later", marks=pytest.mark.slow),
+              pytest.param("epoch-3", id="after-epoch-3-checkpoint", marks=pytest.mark.slow)]
+
+
+def _checkpoint_epoch(run: Path) -> int:
+    from metantk_zoo.errors import CheckpointError
+    from metantk_zoo.train.loop import Checkpointer
+
+    try:
+        return int(Checkpointer(run).load()[1]["epoch"])
+    except CheckpointError:  # not there yet
+        return 0
+
+
+@pytest.mark.parametrize("delay", META_KILLS)
+def test_meta_training_killed_then_resumed_equals_the_uninterrupted_run(delay, finished_meta, tmp_path,  # noqa: F811
+                                                                        capsys):
+    """``train --method fomaml`` killed (-9) after a checkpoint, a torn metrics line planted, then ``--resume``:
+    the same weights, config, model spec and metrics as the uninterrupted run."""
+    out = tmp_path / "meta"
+    proc = _cli(["train", *META_TRAIN_FLAGS, "--out", str(out)])
+    ckpt = out / "checkpoints" / "last.safetensors"
+    if delay == "epoch-3":
+        killed = _kill_when(proc, lambda: ckpt.exists() and _checkpoint_epoch(out) >= 3, 0.0)
+    else:
+        killed = _kill_when(proc, ckpt.exists, delay)
+    if not killed:
+        pytest.fail("meta-training finished before the kill; nothing was tested")
+    _loads_or_is_incomplete(out)
+    assert not (out / "model.safetensors").exists()  # killed part-way
+    done = _checkpoint_epoch(out)
+    assert 1 <= done < 4
+    with open(out / "metrics.jsonl", "ab") as f:  # as a kill mid-append would leave it
+        f.write(b'{"epoch": 9, "loss": 0.1')
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "train", *META_TRAIN_FLAGS, "--resume", "--out", str(out)])
+    assert e.value.code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed_from"] == done
+    for name in ("config.json", "model.json", ".metantk-zoo.json"):
+        assert (out / name).read_bytes() == (finished_meta / name).read_bytes(), name
+    _same_weights(out / "model.safetensors", finished_meta / "model.safetensors")
+    resumed, uninterrupted = read_jsonl(out / "metrics.jsonl"), read_jsonl(finished_meta / "metrics.jsonl")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
+    assert _without_clocks(resumed) == _without_clocks(uninterrupted)
+
+
+@pytest.mark.parametrize("kind", ["train", "meta"])
+def test_resume_repairs_a_torn_last_metrics_line(kind, finished_train, finished_meta, tmp_path):  # noqa: F811
+    """``--resume`` of a finished run whose ``metrics.jsonl`` ends in a torn line: the line is dropped, and the run
+    directory is byte for byte the finished run again (nothing else is rewritten)."""
+    src, flags = {"train": (finished_train, [*NANO_TRAIN_FLAGS, "--epochs", "2"]),
+                  "meta": (finished_meta, META_TRAIN_FLAGS)}[kind]
+    run = copy_run(src, tmp_path / "run")
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b'{"epoch": 3, "loss": 0.4')
+    assert read_jsonl(run / "metrics.jsonl") == read_jsonl(src / "metrics.jsonl")  # tolerated on read
+    assert tree_hash(run) != tree_hash(src)
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "train", *flags, "--resume", "--out", str(run)])
+    assert e.value.code == 0
+    assert (run / "metrics.jsonl").read_bytes() == (src / "metrics.jsonl").read_bytes()
+    assert tree_hash(run) == tree_hash(src)
 
 
 @pytest.mark.parametrize("delay", [0.2, pytest.param(1.0, marks=pytest.mark.slow)])

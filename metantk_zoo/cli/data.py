@@ -62,7 +62,8 @@ def info_command(
 def verify_command(
     spec: Annotated[str, typer.Argument(help="Dataset spec to check.")],
     benchmark: Annotated[
-        str | None, typer.Option(help="mini_imagenet, tiered_imagenet, cifar_fs, fc100 or synthetic (default: guessed).")
+        str | None,
+        typer.Option(help="mini_imagenet, tiered_imagenet, cifar_fs, fc100 or synthetic (default: guessed)."),
     ] = None,
 ) -> None:
     """Check class lists and counts against the known benchmark; exit 1 when a check fails.

@@ -5,7 +5,8 @@ stages resume from their own checkpoints when they were interrupted part-way):
 
 1. ``search``   MetaNTK-NAS search with the ``tiny`` preset                       -> OUT/search/
 2. ``random``   the random-cell baseline (same preset, ``method=random``)          -> OUT/random/
-3. ``train-*``  RFS training of both genotypes, identical recipe and data order    -> OUT/train_search/, OUT/train_random/
+3. ``train-*``  RFS training of both genotypes, identical recipe and data order
+                                                                   -> OUT/train_search/, OUT/train_random/
 4. ``eval``     5-way 1-shot and 5-shot few-shot evaluation of both, and of the searched network untrained, on
                 identical episodes (same manifest hash)
 5. ``card``     the searched genotype's card with its results                      -> OUT/card/
@@ -34,6 +35,8 @@ __all__ = ["demo_command"]
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory holding every stage's output.")] = Path("demo_run"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted demo in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it holds a run this tool made "
+                                            "(never an arbitrary folder).")] = False,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset spec (default: the embedded benchmark at "
                                          "32x32, generated on first use).")] = "synthetic:size=32",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the search, training and episodes.")] = 0,
@@ -52,12 +55,13 @@ def demo_command(
     """
     summary = run_demo(out, resume=resume, dataset=dataset, seed=seed, epochs=epochs, init_channels=init_channels,
                        num_cells=num_cells, episodes=episodes, n_query=n_query, image_size=image_size, device=device,
-                       log=lambda line: typer.echo(line, err=True))
+                       log=lambda line: typer.echo(line, err=True), overwrite=overwrite)
     card, export = summary["card"], summary["export"]
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    typer.echo(f"metantk-zoo demo on {dataset} ({summary['device']}); {episodes} episodes per setting, identical for every row")
+    typer.echo(f"metantk-zoo demo on {dataset} ({summary['device']}); {episodes} episodes per setting, identical "
+               f"for every row")
     typer.echo(f"{'backbone':<24}{'5-way 1-shot':>18}{'5-way 5-shot':>18}")
     for name, label in DEMO_ROWS.items():
         row = summary["results"][name]

@@ -13,7 +13,8 @@ from ._app import app
 
 @app.command("card")
 def card_command(
-    source: Annotated[str, typer.Argument(help="Zoo name (metantk_cell5), genotype text/JSON, genotype.json or run dir.")],
+    source: Annotated[str, typer.Argument(help="Zoo name (metantk_cell5), genotype text/JSON, genotype.json or "
+                                               "run dir.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for card.md, card.json, cells.svg, cells.png.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a card folder this tool "
                                             "wrote (never an arbitrary folder).")] = False,
@@ -39,25 +40,33 @@ def push_command(
     repo: Annotated[str, typer.Option("--repo", help="Hub repository ORG/NAME, e.g. ORG/metantk_cell5.rfs_mini.")],
     revision: Annotated[str | None, typer.Option("--revision", help="Branch to commit to (default main).")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the repository to --local-dir, upload nothing.")] = False,
-    local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Folder for the repository (implies --dry-run).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the repository to --local-dir, upload "
+                                          "nothing.")] = False,
+    local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Folder for the repository (implies "
+                                                   "--dry-run).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --local-dir if it holds an export this tool "
+                                            "made (never an arbitrary folder).")] = False,
     tag: Annotated[str | None, typer.Option("--tag", help="timm tag for a hub/ manifest of this push.")] = None,
-    manifest_dir: Annotated[Path | None, typer.Option("--manifest-dir", help="Write the manifest here (needs --tag).")] = None,
+    manifest_dir: Annotated[Path | None, typer.Option("--manifest-dir", help="Write the manifest here (needs "
+                                                      "--tag).")] = None,
 ) -> None:
     """Upload a run as a timm Hub repository in one commit (token from HF_TOKEN / `hf auth login`).
 
     Example: metantk-zoo push runs/cell5 --repo me/metantk_cell5.rfs_mini --dry-run --local-dir /tmp/repo
     """
     from ..hub import push_pull as hub
+    from ..pipeline import export_to_folder
     from ..utils.io import write_json
 
     if (manifest_dir is None) != (tag is None):
         raise typer.BadParameter("--tag and --manifest-dir go together")
+    if overwrite and local_dir is None:
+        raise typer.BadParameter("--overwrite applies to --local-dir (a push replaces nothing locally)")
     if dry_run or local_dir is not None:
         if local_dir is None:
             raise typer.BadParameter("--dry-run needs --local-dir FOLDER to write the repository to")
         hub._check_repo_id(repo)
-        files = hub.export_run(run_dir, local_dir, repo_id=repo)
+        files = export_to_folder(run_dir, local_dir, repo_id=repo, overwrite=overwrite)
         typer.echo(f"wrote {repo} to {local_dir} (not uploaded): {', '.join(files)}")
         return
     result = hub.push(run_dir, repo, revision=revision, private=private)

@@ -41,7 +41,8 @@ def train_command(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset spec, e.g. synthetic or synthetic:size=32.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to create (or continue with --resume).")],
     method: Annotated[str, typer.Option("--method", help="Training method: "
-                                        f"{', '.join(TRAINING_METHODS) or 'rfs'} (registry TRAINING_METHODS).")] = "rfs",
+                                        f"{', '.join(TRAINING_METHODS) or 'rfs'} (registry "
+                                        "TRAINING_METHODS).")] = "rfs",
     preset: Annotated[str | None, typer.Option("--preset", help="Recipe preset, e.g. rfs-mini, rfs-tiered.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override the preset's epochs.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Override the initial learning rate.")] = None,
@@ -55,7 +56,8 @@ def train_command(
     image_size: Annotated[int | None, typer.Option("--image-size", help="Training resolution (default: the "
                                                    "model's input size, 84 for the zoo).")] = None,
     device: DeviceOption = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
+                                         "checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it holds a run this tool made "
                                             "(never an arbitrary folder).")] = False,
     config: ConfigOption = None,

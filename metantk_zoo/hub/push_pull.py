@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, scan_cache_dir, snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from huggingface_hub.errors import CacheNotFound, CorruptedCacheException, HfHubHTTPError, LocalEntryNotFoundError
 
 from ..errors import HubError, MetantkZooError
 from .export import check_repo_dir, export_run, write_manifest_files
@@ -70,6 +70,28 @@ def _check_repo_id(repo_id: str) -> None:
         raise HubError(f"invalid repository id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.')")
 
 
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What a Hub call raises when the Hub or the connection fails, and nothing else (a bug stays a bug).
+
+    huggingface_hub's own errors (``HfHubHTTPError``; ``LocalEntryNotFoundError`` offline), ``OSError`` (requests'
+    errors in huggingface_hub < 1 derive from it; file errors) and ``ValueError`` (bad revision or id), plus the
+    error base of the HTTP client huggingface_hub >= 1 uses: ``httpx.HTTPError`` (``httpx2`` in huggingface_hub 2),
+    which connection resets, timeouts and a server that goes away raise and which shares no base with ``OSError``.
+    """
+    import importlib
+
+    errors: list[type[Exception]] = [HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).HTTPError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+_CLIENT_ERRORS = _client_errors()
+
+
 def _hub_error(action: str, target: str, e: Exception) -> HubError:
     if isinstance(e, HfHubHTTPError) and e.response is not None:
         status = e.response.status_code
@@ -78,7 +100,7 @@ def _hub_error(action: str, target: str, e: Exception) -> HubError:
                 404: "not found"}.get(status, "")
         reason = f"HTTP {status}" + (f" ({hint})" if hint else "")
     else:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = " ".join(str(e).split())[:200]
         reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
     return HubError(f"{action} {target} failed: {reason}")
 
@@ -125,11 +147,9 @@ def push(
                 commit_message=commit_message or f"Upload {Path(run_dir).name} with metantk-zoo",
                 revision=revision,
             )
-        except (HfHubHTTPError, OSError, ValueError) as e:
-            raise _hub_error("push to", repo_id, e) from e
-        except Exception as e:  # httpx transport errors (connection reset, server gone) have no common base
-            if isinstance(e, MetantkZooError):
-                raise
+        except MetantkZooError:
+            raise
+        except _CLIENT_ERRORS as e:  # anything else (a TypeError: a bug) propagates as it is
             raise _hub_error("push to", repo_id, e) from e
     logger.info("pushed %s to %s at %s", run_dir, repo_id, info.oid)
     return PushResult(repo_id, info.oid, info.commit_url, tuple(files), hashes, config["architecture"],
@@ -139,7 +159,7 @@ def push(
 def _forget_revision(repo_id: str, commit: str, cache_dir: str | None) -> None:
     try:
         info = scan_cache_dir(cache_dir)
-    except Exception:  # noqa: BLE001  (no cache yet: nothing to forget)
+    except (CacheNotFound, CorruptedCacheException, OSError):  # no cache yet (or not ours): nothing to forget
         return
     hashes = [rev.commit_hash for repo in info.repos if repo.repo_id == repo_id for rev in repo.revisions
               if rev.commit_hash == commit]
@@ -169,9 +189,7 @@ def pull(
     cache = str(cache_dir) if cache_dir is not None else None
     try:
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token, endpoint=endpoint))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        raise _hub_error("pull of", repo_id, e) from e
-    except Exception as e:  # httpx transport errors
+    except _CLIENT_ERRORS as e:  # anything else (a TypeError: a bug) propagates as it is
         raise _hub_error("pull of", repo_id, e) from e
     commit = path.name
     try:

@@ -324,8 +324,8 @@ def _ntk_opacus(model: nn.Module, x: torch.Tensor, use_bias: bool) -> dict[str, 
             p.grad = None
         try:
             gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
-        except Exception as e:
-            raise KernelError(f"opacus cannot wrap this model: {e}") from e
+        except (ValueError, NotImplementedError) as e:  # opacus' validators: unsupported module or configuration
+            raise KernelError(f"opacus cannot wrap this model: {' '.join(str(e).split())[:200]}") from e
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             out = gsm(x.detach())

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..utils.distributed import DistInfo
-from ..utils.io import dumps_json, json_default, read_json, save_weights, write_json
+from ..utils.io import dumps_json, json_default, read_json, repair_jsonl, save_weights, write_json
 from ..utils.progress import progress
 from ..utils.rundir import load_state_into, save_model_weights
 from .plot import plot_metrics
@@ -44,6 +44,8 @@ __all__ = [
     "TrainResult",
     "run_epochs",
     "run_method",
+    "run_config",
+    "check_resume_config",
     "CONFIG_FILE",
     "METRICS_FILE",
     "PLOT_FILE",
@@ -358,12 +360,16 @@ def run_epochs(
     """
     run_dir = Path(run_dir)
     ckpt = Checkpointer(run_dir)
+    if resume:  # before anything is written, checkpoint or not (a run killed before its first checkpoint)
+        check_resume_config(run_dir, config)
     if resume and ckpt.exists():
         start, history = _resume(ckpt, _jsonable(config), model=model, optimizer=optimizer, scheduler=scheduler,
                                  architecture=architecture, dist_info=dist_info, epochs=epochs)
     else:
         start, history = 1, []
-        _claim(run_dir, ckpt, _jsonable(config), dist_info)
+        _claim(run_dir, ckpt, _jsonable(config), dist_info, resume=resume)
+    if resume and dist_info.is_main:
+        repair_jsonl(run_dir / METRICS_FILE)  # a torn last line, as a kill mid-write of an older version leaves
     resumed_from = start - 1
 
     if start > epochs:  # already finished
@@ -397,11 +403,9 @@ def _resume(ckpt: Checkpointer, config: Any, *, model: nn.Module, optimizer: tor
             scheduler: Any | None, architecture: str, dist_info: DistInfo, epochs: int) -> tuple[int, list]:
     """Restore a run from its checkpoint after checking its config; return (first epoch to train, history)."""
     run_dir = ckpt.run_dir
-    stored = read_json(run_dir / CONFIG_FILE, what="run config")
-    if stored != config:
-        diff = sorted(_config_diff(stored, config))
-        raise ConfigError(f"--resume of {run_dir} with a different config ({', '.join(diff)}); "
-                          f"resume without overriding options, or use a new --out")
+    if not (run_dir / CONFIG_FILE).is_file():
+        read_json(run_dir / CONFIG_FILE, what="run config")  # CheckpointError: a checkpoint without its config
+    check_resume_config(run_dir, config)
     meta = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, architecture=architecture)
     if dist_info.enabled:
         _restore_rank_rng(ckpt, dist_info)
@@ -410,12 +414,40 @@ def _resume(ckpt: Checkpointer, config: Any, *, model: nn.Module, optimizer: tor
     return start, history
 
 
-def _claim(run_dir: Path, ckpt: Checkpointer, config: Any, dist_info: DistInfo) -> None:
-    """Start a new run: refuse a directory that holds one, write ``config.json`` (rank 0)."""
+def _claim(run_dir: Path, ckpt: Checkpointer, config: Any, dist_info: DistInfo, *, resume: bool = False) -> None:
+    """Start a new run: refuse a directory that holds one, write ``config.json`` (rank 0). Resuming a run that
+    had not reached its first checkpoint keeps its ``config.json`` (:func:`check_resume_config` found it equal)."""
     if ckpt.exists() or (run_dir / "model.safetensors").exists():
         raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it or pick a new --out")
-    if dist_info.is_main:
+    if dist_info.is_main and not (resume and (run_dir / CONFIG_FILE).is_file()):
         write_json(run_dir / CONFIG_FILE, config)
+
+
+def run_config(method: str, cfg: Any, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a run of a registered method: ``{"method", "config": cfg.to_dict(), **extra_config}``
+    (what :func:`run_method` writes, so callers can check a ``--resume`` before they write anything)."""
+    return _jsonable({"method": method, "config": cfg.to_dict(), **(extra_config or {})})
+
+
+def check_resume_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Refuse resuming ``run_dir`` with another config; reads only. A run directory without ``config.json`` yet
+    passes (there is nothing to compare).
+
+    Raises:
+        ConfigError: the stored config differs (the message names the first differing fields).
+        CheckpointError: ``config.json`` is corrupt.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    stored = read_json(path, what="run config")
+    mine = json.loads(dumps_json(_jsonable(config)))
+    if stored != mine:
+        diff = sorted(_config_diff(stored, mine))
+        shown = ", ".join(diff[:3]) + (f" and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise ConfigError(f"--resume of {run_dir} with a different config ({shown}); resume without overriding "
+                          f"options, or use a new --out")
 
 
 def _report_epoch(run_dir: Path, history: list[dict[str, Any]], epochs: int,
@@ -485,7 +517,7 @@ def run_method(
         cfg: the method's frozen config (with ``epochs`` and ``to_dict()``).
         loop_options: more :func:`run_epochs` arguments (``dist_info``, ``data_state_fn``, ``plot_keys``, ...).
     """
-    config = {"method": method, "config": cfg.to_dict(), **(extra_config or {})}
+    config = run_config(method, cfg, extra_config)
     return run_epochs(model=model, optimizer=optimizer, epoch_fn=epoch_fn, epochs=cfg.epochs, run_dir=run_dir,
                       config=config, architecture=architecture, resume=resume, on_epoch_end=on_epoch_end,
                       **loop_options)

@@ -318,17 +318,26 @@ def staged_dir(final: str | os.PathLike, *, prefix: str | None = None,
         if keep is not None and final.exists() and keep(final):
             shutil.rmtree(tmp, ignore_errors=True)
             return
-        old = None
-        if final.exists():  # set the previous folder aside, move the new one in, then delete the old one
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-__all__.append("staged_dir")
+def replace_dir(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Publish the complete folder ``new`` as ``final`` (same filesystem): an existing ``final`` is set aside,
+    ``new`` renamed in, the parent fsynced, and only then the old folder deleted."""
+    import shutil
+
+    new, final = Path(new), Path(final)
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(new, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ += ["staged_dir", "replace_dir"]

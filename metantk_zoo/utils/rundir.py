@@ -207,14 +207,18 @@ def dir_kind(path: str | os.PathLike) -> str | None:
             return "search"
         if isinstance(data, dict) and "model" in data and ("method" in data or "config" in data):
             return "train"
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file() and (path / "README.md").is_file():
+        return "export"  # before the search signs: an export of a searched network carries its search.json
     for kind, names in _LEGACY_SIGNS.items():
         if kind != "export" and any((path / n).is_file() for n in names):
             return kind
-    if (path / "model.safetensors").is_file() and (path / "config.json").is_file() and (path / "README.md").is_file():
-        return "export"
     if is_run_dir(path):
         return "train" if (path / WEIGHTS).is_file() else "search"
     return None
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def check_out_dir(out: str | os.PathLike, kind: str, *, resume: bool = False, overwrite: bool = False,
@@ -253,7 +257,7 @@ def check_out_dir(out: str | os.PathLike, kind: str, *, resume: bool = False, ov
         return "overwrite"
     if resume:
         if found != kind:
-            raise ConfigError(f"{option} {out} holds {what}, not a {kind} run, so there is nothing to --resume; "
+            raise ConfigError(f"{option} {out} holds {what}, not {_a(kind)} run, so there is nothing to --resume; "
                               f"pick another {option}")
         return "resume"
     if found == kind and kind in ("dataset", "card", "export"):  # no --resume for these
@@ -263,7 +267,7 @@ def check_out_dir(out: str | os.PathLike, kind: str, *, resume: bool = False, ov
         raise ConfigError(f"{option} {out} already holds {what}; pass --resume to continue it, --overwrite to "
                           f"replace it, or pick another {option}")
     if found is not None:
-        raise ConfigError(f"{option} {out} already holds {what}, not a {kind} run; pick another {option} "
+        raise ConfigError(f"{option} {out} already holds {what}, not {_a(kind)} run; pick another {option} "
                           f"(or --overwrite to replace it)")
     raise ConfigError(f"{option} {out} is not empty and holds {what}; pick a new or empty {option}")
 
