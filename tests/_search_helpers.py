@@ -13,6 +13,11 @@ NANO = SearchConfig(channels=4, num_cells=3, resolution=8, repeats=1, n_tasks=2,
                     region_batches=1, ops=("skip_connect", "max_pool_3x3BN"), episode_pool=50)
 
 
+#: the smallest search the two-process (gloo) test runs on both sides: every stage still has candidates on both
+#: ranks, 1 repeat of both scores
+DIST_CONFIG = dict(region_patches=20, resolution=6)
+
+
 def nano_config(**overrides) -> SearchConfig:
     return dataclasses.replace(NANO, **overrides)
 
