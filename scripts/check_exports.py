@@ -3,6 +3,7 @@
     python scripts/check_exports.py                      # every registered entry at its registered size, 84x84
     python scripts/check_exports.py --names metantk_nano metantk_conv4 --formats onnx
     python scripts/check_exports.py --init-channels 8    # cells at reduced width (quick)
+    python scripts/check_exports.py --markdown docs/exports.md   # also write the table the README links to
 
 Prints one line per entry and format with the largest absolute difference of the outputs (eval mode, batch 2,
 random weights and inputs with seed 0) to the eager model, and exits 1 when a difference exceeds ``--atol`` or an
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-channels", type=int, default=None, help="override the cells' width")
     parser.add_argument("--size", type=int, default=84)
     parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the results as a Markdown table")
     args = parser.parse_args(argv)
+    rows: dict[str, dict[str, str]] = {}
     names = args.names or timm.list_models("metantk_*")
     failed = 0
     print(f"{'entry':22s} {'format':12s} {'max |out - eager|':>18s} {'seconds':>8s}")
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randn(2, 3, args.size, args.size)
         with torch.no_grad():
             ref = model(x)
+        rows.setdefault(name, {})["eager max abs"] = f"{float(ref.abs().max()):.2e}"
         for fmt in args.formats:
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -68,10 +72,35 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:  # noqa: BLE001  (a report: every failure is printed and counted)
                     failed += 1
                     print(f"{name:22s} {fmt:12s} FAILED: {' '.join(str(e).split())[:200]}")
+                    rows.setdefault(name, {})[fmt] = "FAILED"
                     continue
             failed += diff > args.atol
+            rows.setdefault(name, {})[fmt] = f"{diff:.1e}"
             print(f"{name:22s} {fmt:12s} {diff:18.3e} {time.perf_counter() - start:8.1f}", flush=True)
+    if args.markdown is not None:
+        _write_markdown(args, rows, failed)
     return 1 if failed else 0
+
+
+def _write_markdown(args: argparse.Namespace, rows: dict[str, dict[str, str]], failed: int) -> None:
+    """Write ``rows`` (entry -> format -> max |diff| or FAILED) as the table ``docs/exports.md`` holds."""
+    width = f", cells at init_channels={args.init_channels}" if args.init_channels else ""
+    lines = [
+        "# Export round trips",
+        "",
+        f"Written by `python scripts/check_exports.py --markdown {args.markdown}` (torch {torch.__version__}, "
+        f"timm {timm.__version__}). Largest absolute difference of the outputs (logits) to the eager model, next to "
+        f"the largest absolute eager output: eval mode, "
+        f"batch 2, {args.size}x{args.size}, random weights and inputs (seed 0){width}; tolerance {args.atol:g}; "
+        f"{failed} failure(s).",
+        "",
+        "| entry | eager max abs | " + " | ".join(args.formats) + " |",
+        "|---|---:|" + "---:|" * len(args.formats),
+    ]
+    cols = ["eager max abs", *args.formats]
+    lines += [f"| `{name}` | " + " | ".join(r.get(f, "-") for f in cols) + " |" for name, r in rows.items()]
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -355,6 +355,16 @@ def test_torchscript_fx_and_export_equal_eager_every_entry(name):
 
 @pytest.mark.parametrize("name", ["metantk_nano", "metantk_conv4"])
 def test_onnx_export_equals_eager(name, tmp_path):
+    _check_onnx(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_onnx_export_equals_eager_every_entry(name, tmp_path):
+    _check_onnx(name, tmp_path)
+
+
+def _check_onnx(name, tmp_path):
     # onnx, onnxscript and onnxruntime are declared test extras: a missing one is a failure here, not a skip
     import onnxruntime
 
