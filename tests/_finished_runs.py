@@ -4,12 +4,14 @@ tests that need to change a run work on a copy), and the helpers those tests sha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 #: a 10-class synthetic benchmark at 16x16, 6 images per class: 6 train classes (36 images), 2 val, 2 test
 TINY_DATA = "synthetic:size=16,per_class=6,classes=10"
@@ -57,6 +59,18 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Build the finished runs with one thread whichever test asks first: float reductions depend on the thread
+    count, and the tests that redo a run in process (with the ``one_thread`` fixture) compare bitwise."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -70,7 +84,8 @@ def finished_search(tmp_path_factory) -> Path:
         from metantk_zoo.pipeline import run_search
 
         out = tmp_path_factory.mktemp("finished") / "search"
-        run_search("tiny", TINY_DATA, out, seed=0, device="cpu", overrides={**NANO_SEARCH, "method": "random"})
+        with _one_thread():
+            run_search("tiny", TINY_DATA, out, seed=0, device="cpu", overrides={**NANO_SEARCH, "method": "random"})
         _BUILT["search"] = out
     return _BUILT["search"]
 
@@ -82,7 +97,8 @@ def scored_search(tmp_path_factory) -> Path:
         from metantk_zoo.pipeline import run_search
 
         out = tmp_path_factory.mktemp("finished") / "scored"
-        run_search("tiny", TINY_DATA, out, seed=0, device="cpu", overrides=dict(NANO_SEARCH))
+        with _one_thread():
+            run_search("tiny", TINY_DATA, out, seed=0, device="cpu", overrides=dict(NANO_SEARCH))
         _BUILT["scored"] = out
     return _BUILT["scored"]
 
@@ -94,8 +110,9 @@ def finished_train(tmp_path_factory) -> Path:
         from metantk_zoo.pipeline import run_train
 
         out = tmp_path_factory.mktemp("finished") / "train"
-        run_train("metantk_nano", TINY_DATA, out, init_channels=4, image_size=16, device="cpu",
-                  overrides={"epochs": 2, "batch_size": 12})
+        with _one_thread():
+            run_train("metantk_nano", TINY_DATA, out, init_channels=4, image_size=16, device="cpu",
+                      overrides={"epochs": 2, "batch_size": 12})
         _BUILT["train"] = out
     return _BUILT["train"]
 
@@ -107,8 +124,9 @@ def finished_meta(tmp_path_factory) -> Path:
         from metantk_zoo.pipeline import run_train
 
         out = tmp_path_factory.mktemp("finished") / "meta"
-        run_train("metantk_nano", TINY_DATA, out, method="fomaml", preset="demo", init_channels=4, image_size=16,
-                  device="cpu", overrides=dict(META_TRAIN))
+        with _one_thread():
+            run_train("metantk_nano", TINY_DATA, out, method="fomaml", preset="demo", init_channels=4,
+                      image_size=16, device="cpu", overrides=dict(META_TRAIN))
         _BUILT["meta"] = out
     return _BUILT["meta"]
 

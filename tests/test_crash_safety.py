@@ -42,9 +42,13 @@ from tests._finished_runs import (  # noqa: F401  (session fixtures)
     tree_hash,
 )
 
+# one thread in process too: resumed runs are compared bitwise with the finished runs, built with one thread
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "METANTK_NO_PROGRESS": "1"}
+    # one thread, as the in-process finished runs it is compared with (float reductions depend on the thread count)
+    env = {**os.environ, "METANTK_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "metantk_zoo", "-q", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, **kw)
 
