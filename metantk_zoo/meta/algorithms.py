@@ -91,7 +91,9 @@ def _loss(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, lo
 
 
 def _grads(loss: torch.Tensor, params: Params, names: Sequence[str], create_graph: bool) -> list[torch.Tensor]:
-    return list(torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph))
+    """Gradients of ``loss`` for ``names``; zeros for a parameter the loss does not use."""
+    g = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
+    return [gi if gi is not None else torch.zeros_like(params[n]) for n, gi in zip(names, g, strict=True)]
 
 
 def adapt(
@@ -149,8 +151,9 @@ def _query_grad(model, p: Params, x_qry, y_qry, loss_fn) -> tuple[torch.Tensor, 
     with torch.enable_grad():
         logits = functional_call(model, p, (x_qry,), strict=False)
         loss = loss_fn(logits, y_qry)
-        g = torch.autograd.grad(loss, list(p.values()))
-    return loss.detach(), logits.detach(), list(g)
+        g = torch.autograd.grad(loss, list(p.values()), allow_unused=True)
+    return loss.detach(), logits.detach(), [gi if gi is not None else torch.zeros_like(t) for gi, t in
+                                            zip(g, p.values(), strict=True)]
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

@@ -155,22 +155,24 @@ def _ntk_hook(model: nn.Module, x: torch.Tensor, use_bias: bool, groups: int = 1
             raise KernelError(f"the hook NTK backend supports Conv2d and Linear layers only; {name!r} is a "
                               f"{type(m).__name__} (use backend='opacus' or 'func')")
     grams: dict[str, torch.Tensor] = {}
-
-    def accumulate(name: str, gram: torch.Tensor) -> None:
-        grams[name] = grams[name] + gram if name in grams else gram
+    ran: set[str] = set()
 
     def on_forward(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if not output.requires_grad:
             return
         a = inputs[0].detach()
         name = names[module]
+        if name in ran:  # a shared layer's per-sample gradient is the sum over its uses: not a sum of Grams
+            raise KernelError(f"the hook NTK backend needs each layer to run once per forward; {name!r} ran twice "
+                              f"(shared weights: use backend='opacus' or 'func')")
+        ran.add(name)
 
         def on_grad(g: torch.Tensor) -> None:
             g = g.detach()
             if isinstance(module, nn.Linear):
-                accumulate(name, _linear_gram(module, a, g, use_bias, groups))
+                grams[name] = _linear_gram(module, a, g, use_bias, groups)
             else:
-                accumulate(name, _conv_gram(module, a, g, use_bias, groups))
+                grams[name] = _conv_gram(module, a, g, use_bias, groups)
 
         output.register_hook(on_grad)
 
