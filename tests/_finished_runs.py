@@ -76,59 +76,53 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _built(key: str, tmp_path_factory, build) -> Path:
+    """The finished run ``key``, built once per session by ``build(out)`` with one thread (see :func:`_one_thread`)."""
+    if key not in _BUILT:
+        out = tmp_path_factory.mktemp("finished") / key
+        with _one_thread():
+            build(out)
+        _BUILT[key] = out
+    return _BUILT[key]
+
+
 @pytest.fixture(scope="session")
 def finished_search(tmp_path_factory) -> Path:
     """A finished search run directory of the random-cell baseline with the nano settings (do not modify; copy
     it): every record of a search run, in a second."""
-    if "search" not in _BUILT:
-        from metantk_zoo.pipeline import run_search
+    from metantk_zoo.pipeline import run_search
 
-        out = tmp_path_factory.mktemp("finished") / "search"
-        with _one_thread():
-            run_search("tiny", TINY_DATA, out, seed=0, device="cpu", overrides={**NANO_SEARCH, "method": "random"})
-        _BUILT["search"] = out
-    return _BUILT["search"]
+    return _built("search", tmp_path_factory, lambda out: run_search(
+        "tiny", TINY_DATA, out, seed=0, device="cpu", overrides={**NANO_SEARCH, "method": "random"}))
 
 
 @pytest.fixture(scope="session")
 def scored_search(tmp_path_factory) -> Path:
     """A finished, scored nano MetaNTK-NAS search run directory (minutes on a loaded 2-core runner; slow tests)."""
-    if "scored" not in _BUILT:
-        from metantk_zoo.pipeline import run_search
+    from metantk_zoo.pipeline import run_search
 
-        out = tmp_path_factory.mktemp("finished") / "scored"
-        with _one_thread():
-            run_search("tiny", TINY_DATA, out, seed=0, device="cpu", overrides=dict(NANO_SEARCH))
-        _BUILT["scored"] = out
-    return _BUILT["scored"]
+    return _built("scored", tmp_path_factory, lambda out: run_search(
+        "tiny", TINY_DATA, out, seed=0, device="cpu", overrides=dict(NANO_SEARCH)))
 
 
 @pytest.fixture(scope="session")
 def finished_train(tmp_path_factory) -> Path:
     """A finished 2-epoch nano RFS training run directory (do not modify; copy it)."""
-    if "train" not in _BUILT:
-        from metantk_zoo.pipeline import run_train
+    from metantk_zoo.pipeline import run_train
 
-        out = tmp_path_factory.mktemp("finished") / "train"
-        with _one_thread():
-            run_train("metantk_nano", TINY_DATA, out, init_channels=4, image_size=16, device="cpu",
-                      overrides={"epochs": 2, "batch_size": 12})
-        _BUILT["train"] = out
-    return _BUILT["train"]
+    return _built("train", tmp_path_factory, lambda out: run_train(
+        "metantk_nano", TINY_DATA, out, init_channels=4, image_size=16, device="cpu",
+        overrides={"epochs": 2, "batch_size": 12}))
 
 
 @pytest.fixture(scope="session")
 def finished_meta(tmp_path_factory) -> Path:
     """A finished nano FO-MAML meta-training run directory (:data:`META_TRAIN`; do not modify; copy it)."""
-    if "meta" not in _BUILT:
-        from metantk_zoo.pipeline import run_train
+    from metantk_zoo.pipeline import run_train
 
-        out = tmp_path_factory.mktemp("finished") / "meta"
-        with _one_thread():
-            run_train("metantk_nano", TINY_DATA, out, method="fomaml", preset="demo", init_channels=4,
-                      image_size=16, device="cpu", overrides=dict(META_TRAIN))
-        _BUILT["meta"] = out
-    return _BUILT["meta"]
+    return _built("meta", tmp_path_factory, lambda out: run_train(
+        "metantk_nano", TINY_DATA, out, method="fomaml", preset="demo", init_channels=4, image_size=16,
+        device="cpu", overrides=dict(META_TRAIN)))
 
 
 def before_first_checkpoint(src: Path, dst: Path, keep: tuple[str, ...] = (".metantk-zoo.json", "config.json",
