@@ -13,8 +13,8 @@ Writes ``OUT_ROOT/table1.json`` and ``OUT_ROOT/table1.md`` (atomically) and prin
 from __future__ import annotations
 
 import argparse
-import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -47,9 +47,8 @@ def aggregate(root: Path) -> dict:
             runs.append({"seed": int(s.name[4:]), "accuracy": 100 * float(r["mean"]), "ci95": 100 * float(r["ci95"]),
                          "episodes": int(r["n_episodes"]), "n_way": int(r["n_way"])})
         accs = [r["accuracy"] for r in runs]
-        mean = sum(accs) / len(accs)
-        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else None
-        settings[f"{runs[0]['n_way']}-way {shot}-shot"] = {"mean": mean, "std": std, "runs": runs}
+        std = statistics.stdev(accs) if len(accs) > 1 else None  # sample std (ddof=1)
+        settings[f"{runs[0]['n_way']}-way {shot}-shot"] = {"mean": statistics.mean(accs), "std": std, "runs": runs}
     return {"root": str(root), "seeds": [int(s.name[4:]) for s in seeds], "std": "sample std over seeds (ddof=1)",
             "settings": settings}
 
