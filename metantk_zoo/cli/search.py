@@ -46,7 +46,9 @@ def search_command(
     region_patches: Annotated[int | None, typer.Option(help="3x3 patches per region batch.")] = None,
     region_batches: Annotated[int | None, typer.Option(help="Region batches per repeat.")] = None,
     ops: Annotated[str | None, typer.Option(help="Comma-separated candidate ops.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="shared (fast default) or reference draws.")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="reference (fresh draws and unpruned kernel per candidate; the paper presets' default) or shared "
+             "(the unpruned kernel once per round; the tiny preset's).")] = None,
     shared_head: Annotated[bool | None, typer.Option(help="Candidate reuses the unpruned net's head.")] = None,
     init: Annotated[str | None, typer.Option(help="default (as the reference ran) or kaiming.")] = None,
     episode_pool: Annotated[int | None, typer.Option(help="Fixed episode pool size (0: fresh episodes).")] = None,
