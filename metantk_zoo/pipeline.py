@@ -204,11 +204,14 @@ def _search_device(device: str | torch.device) -> torch.device:
 
 def run_search(preset: str, dataset: str, out: str | os.PathLike, *, seed: int = 0, resume: bool = False,
                device: str | torch.device = "auto", backend: str = "hook", share_inputs: bool = True,
-               overrides: dict[str, Any] | None = None, overwrite: bool = False, candidate_batch: int | None = None):
+               overrides: dict[str, Any] | None = None, overwrite: bool = False, candidate_batch: int | None = None,
+               kernel_graph: str = "eager"):
     """Search a cell pair on ``dataset``'s train split and write the search run directory ``out``.
 
-    ``candidate_batch`` (candidates per forward and backward; ``None``: chosen from free memory) changes speed, not
-    scores, so it is not part of the run's config and a resumed search may use another.
+    ``candidate_batch`` (candidates per forward and backward; ``None``: chosen from free memory) and
+    ``kernel_graph`` (``eager``, ``cuda-graph`` or ``fx``: each stage's kernel pass recorded once and replayed,
+    :mod:`~metantk_zoo.nas.recorded`) change speed, not scores, so they are not part of the run's config and a
+    resumed search may use others.
 
     Everything (preset, config, device, dataset, output folder, resume compatibility) is checked before the first
     write: a refused call changes nothing. ``out`` follows the one overwrite policy
@@ -222,6 +225,7 @@ def run_search(preset: str, dataset: str, out: str | os.PathLike, *, seed: int =
         The :class:`~metantk_zoo.nas.SearchResult`.
     """
     from .nas import PRESETS, SearchConfig, search
+    from .nas.recorded import check_kernel_graph
     from .utils.distributed import current
     from .version import __version__
 
@@ -229,6 +233,9 @@ def run_search(preset: str, dataset: str, out: str | os.PathLike, *, seed: int =
         raise ConfigError(f"unknown search preset {preset!r}; known presets: {', '.join(PRESETS)}")
     cfg = SearchConfig.preset(preset, **(overrides or {}))
     device = str(_search_device(device))  # before any write: a device that is not there is one line
+    check_kernel_graph(kernel_graph, torch.device(device))
+    if kernel_graph != "eager" and backend != "hook":
+        raise ConfigError(f"kernel_graph {kernel_graph!r} records the hook Gram; found backend {backend!r}")
     rank = current().rank
     out = Path(out)
     action = check_out_dir(out, "search", resume=resume, overwrite=overwrite)
@@ -243,7 +250,8 @@ def run_search(preset: str, dataset: str, out: str | os.PathLike, *, seed: int =
         if stored != encode_nonfinite(options):
             write_json(out / "config.json", {"version": __version__, "command": "search", "config": options})
     result = search(source, cfg, seed=seed, device=device, checkpoint=out / "checkpoints" / "search.json",
-                    resume=resume, backend=backend, share_inputs=share_inputs, candidate_batch=candidate_batch)
+                    resume=resume, backend=backend, share_inputs=share_inputs, candidate_batch=candidate_batch,
+                    kernel_graph=kernel_graph)
     if rank != 0:
         return result
     g = result.genotype

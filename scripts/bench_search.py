@@ -380,6 +380,50 @@ def check_float64(cfg: SearchConfig, device: torch.device) -> dict:
     return out
 
 
+def bench_kernel_graph(cfg: SearchConfig, device: torch.device, mode: str, size: int = 4, n_candidates: int = 8,
+                       reps: int = 2, source=None) -> dict:
+    """Time per round-0 candidate, ``size`` at a time, with eager kernel passes and with ``mode``'s recorded pass
+    (``fx`` or ``cuda-graph``), in turns in one run; the recording (once per stage and batch shape) is timed apart."""
+    if source is None:
+        g = torch.Generator().manual_seed(0)
+        source = TensorSource(torch.randint(0, 256, (20 * 12, 3, 84, 84), dtype=torch.uint8, generator=g),
+                              torch.arange(20 * 12) % 20)
+    cfg = dataclasses.replace(cfg, method="metantk-only")  # the kernel only: what the recording changes
+    data = _Data(source, cfg, device)
+    alive = initial_alive(len(cfg.space))
+    keys = [(c, e, o) for c in range(2) for e in range(9) for o in range(1, len(cfg.space))][:n_candidates]
+    keys = keys[:len(keys) - len(keys) % size] or keys[:size]
+    cands = []
+    for key in keys:
+        cand = alive.clone()
+        cand[key] = False
+        cands.append(cand)
+    scorers = {m: _Scorer(cfg, 0, data, device, "hook", candidate_batch=size, kernel_graph=m)
+               for m in ("eager", mode)}
+    record_seconds = None
+    for m, scorer in scorers.items():  # warm-up; for the recorded mode this records the pass
+        scorer.start_stage("round0")
+        _sync(device)
+        t = time.perf_counter()
+        scorer.score_many("round0", keys[:size], cands[:size], alive, alive)
+        _sync(device)
+        if m == mode:
+            record_seconds = time.perf_counter() - t
+    times: dict[str, list[float]] = {m: [] for m in scorers}
+    for _ in range(reps):
+        for m, scorer in scorers.items():
+            _sync(device)
+            t = time.perf_counter()
+            for start in range(0, len(keys), size):
+                scorer.score_many("round0", keys[start:start + size], cands[start:start + size], alive, alive)
+            _sync(device)
+            times[m].append((time.perf_counter() - t) / len(keys))
+            print(f"  {m:10s} batch {size}: {times[m][-1]:.3f} s per candidate", file=sys.stderr)
+    per = {m: statistics.median(v) for m, v in times.items()}
+    return {"mode": mode, "size": size, "candidates": len(keys), "reps": reps, "per_candidate_seconds": per,
+            "all_seconds": times, "record_seconds": record_seconds, "eager_over_recorded": per["eager"] / per[mode]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -397,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidate-batch", type=int, default=None,
                    help="also time round-0 candidates scored this many at a time against one by one")
     p.add_argument("--batch-candidates", type=int, default=8, help="candidates timed for --candidate-batch")
+    p.add_argument("--kernel-graph", choices=("fx", "cuda-graph"), default=None,
+                   help="also time round-0 candidates with this recorded kernel pass against eager passes "
+                        "(batch --candidate-batch, default 4)")
     p.add_argument("--quick", action="store_true", help="reduced configuration: C=16, 1 task, 1 repeat, 2 candidates")
     p.add_argument("--check-float64", action="store_true",
                    help="also check hook/opacus/torch.func agreement and the MetaNTK in float64 on this supernet")
@@ -425,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         result["round"] = bench_round(cfg, device, a.candidates)
     if a.candidate_batch:
         result["batching"] = bench_batching(cfg, device, (1, a.candidate_batch), a.batch_candidates)
+    if a.kernel_graph:
+        result["kernel_graph"] = bench_kernel_graph(cfg, device, a.kernel_graph, a.candidate_batch or 4,
+                                                    a.batch_candidates)
 
     rows = []
     gram = result.get("gram", {})
@@ -450,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         bt = result["batching"]
         rows.append((f"candidates: one by one / batched {a.candidate_batch} (time per candidate)",
                      bt["one_by_one_over_batched"][str(a.candidate_batch)], ">= 1 (no slowdown)"))
+    if "kernel_graph" in result:
+        kg = result["kernel_graph"]
+        rows.append((f"candidates: eager / {kg['mode']} replay, batch {kg['size']} (time per candidate)",
+                     kg["eager_over_recorded"], f"(recording once: {kg['record_seconds']:.1f} s)"))
     result["ratios"] = {name: value for name, value, _ in rows}
     print(f"\n{'measure':68s} {'ratio':>8s}  target")
     for name, value, target in rows:

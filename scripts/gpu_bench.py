@@ -9,6 +9,8 @@ Parts (each writes ``DIR/part_<name>.json``; a part killed by its time limit lea
 * ``full``: the whole ``mini5`` search (500 candidates) on random images, in a child process under a time budget:
   measured when it finishes, else projected from the stages it finished (seconds per candidate x 500).
 * ``batch``: round-0 candidates scored one by one and ``--candidate-batch`` at a time (when the engine has it).
+* ``graphs``: round-0 candidates 8 at a time with eager kernel passes and with the pass recorded in a CUDA graph
+  and replayed (``kernel_graph="cuda-graph"``), time per candidate and the one-off recording time.
 * ``rfs``: RFS training images/s, ``metantk_cell5`` at 84x84, batch 64: fp32 eager vs bf16 autocast + channels_last.
 * ``eval``: few-shot evaluation episodes/s (features of every image, then the batched probe), ``metantk_cell5``
   at 84x84, RFS protocol.
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from metantk_zoo.utils.device import resolve_device  # noqa: E402
 
-PARTS = ("search", "batch", "full", "rfs", "eval")
+PARTS = ("search", "batch", "graphs", "full", "rfs", "eval")
 MINI5_CANDIDATES = 18 * (7 + 6 + 5 + 4 + 3 + 2) + 2 * (3 + 4)  # 6 pruning rounds + the edge-group stages = 500
 
 
@@ -109,6 +111,24 @@ def part_batch(device: torch.device, quick: bool, budget: float) -> dict:
         cfg = SearchConfig.preset("mini5", channels=16, num_cells=3, n_tasks=1, repeats=1, region_patches=100)
         sizes, n = (1, 2), 4
     return bench_search.bench_batching(cfg, device, sizes, n, reps=1, source=_source())
+
+
+def part_graphs(device: torch.device, quick: bool, budget: float) -> dict:
+    """Time per round-0 candidate, eager kernel passes vs the recorded pass replayed (CUDA graph; fx on the CPU)."""
+    import bench_search
+
+    from metantk_zoo.nas import SearchConfig
+
+    cfg = SearchConfig.preset("mini5")
+    size, n = 8, 32
+    if quick:
+        cfg = SearchConfig.preset("mini5", channels=4, num_cells=3, n_tasks=1, repeats=1)
+        size, n = 2, 4
+    mode = "cuda-graph" if device.type == "cuda" else "fx"
+    _reset_peak(device)
+    out = bench_search.bench_kernel_graph(cfg, device, mode, size, n, reps=2, source=_source())
+    out["peak_mib"] = _peak_mib(device)
+    return out
 
 
 _FULL_CHILD = """
@@ -309,6 +329,16 @@ def write_report(out: Path) -> dict:
                   f"{_fmt((b.get('peak_mib') or {}).get(k))} |")
     if b.get("skipped") or b.get("missing"):
         md.append(f"| candidate batching | {b.get('skipped') or b.get('missing')} | |")
+    k = parts["graphs"]
+    if k.get("per_candidate_seconds"):
+        spc = k["per_candidate_seconds"]
+        md.append(f"| batch {k['size']}, eager passes: s per candidate | {_fmt(spc['eager'], ' s', 4)} | |")
+        md.append(f"| batch {k['size']}, {k['mode']} replay: s per candidate (recording once: "
+                  f"{_fmt(k['record_seconds'], ' s', 2)}) | {_fmt(spc[k['mode']], ' s', 4)} | "
+                  f"{_fmt(k.get('peak_mib'))} |")
+        md.append(f"| eager / {k['mode']} | {_fmt(k['eager_over_recorded'])} | |")
+    else:
+        md.append(f"| recorded kernel passes | {k.get('missing') or k.get('error', '')[:200]} | |")
     r = parts["rfs"]
     for k, v in (r.get("variants") or {}).items():
         md.append(f"| RFS {r['model']} {r['size']}x{r['size']} batch {r['batch']}, {k} | "

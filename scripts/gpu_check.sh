@@ -7,7 +7,8 @@
 # Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md (plus the parts they gather: pytest_gpu.xml, pytest_gpu.log,
 # part_*.json, machine.json). Each step has its own time limit, so one that hangs costs only its share:
 #   tests 180 s | search (Gram + time per candidate, engine vs reference) 75 s | candidate batching 40 s |
-#   full mini5 search 100 s (projected from finished stages when it does not end) | RFS 25 s | eval 25 s
+#   CUDA-graph replay vs eager passes 40 s | full mini5 search 90 s (projected from finished stages when it does not
+#   end) | RFS 25 s | eval 25 s
 # Works from a checkout without installing it (PYTHONPATH=repo root); Python packages the machine lacks (opacus)
 # are installed from wheels in .whl/ when that folder is there (name it in the device tool's `carry`).
 set -uo pipefail
@@ -35,7 +36,8 @@ bench() {  # part, time limit (s), extra args
 }
 bench search 75
 bench batch 40
-bench full 100 --budget 90
+bench graphs 40
+bench full 90 --budget 80
 bench rfs 25
 bench eval 25
 "$py" scripts/gpu_bench.py --out "$out" --report 2>> "$out/gpu_bench.log"

@@ -326,6 +326,10 @@ def _cases():
                                                   "--resume", "--out", str(w["train"])], 1, ["--device"]),
         ("device-nonsense", lambda w: ["eval", "metantk_nano", "--dataset", TINY_DATA, "--device", "tpu"],
          1, ["tpu"]),
+        ("device-cuda-graph-on-cpu", lambda w: [s, *NANO_SEARCH_FLAGS, "--device", "cpu", "--kernel-graph",
+                                                "cuda-graph", "--out", out_new(w)], 1, ["cuda-graph", "found cpu"]),
+        ("kernel-graph-unknown", lambda w: [s, *NANO_SEARCH_FLAGS, "--kernel-graph", "jit", "--out", out_new(w)],
+         1, ["kernel_graph", "'jit'"]),
         # -------------------------------------------------------------- output paths
         ("out-under-a-file-search", lambda w: [s, *NANO_SEARCH_FLAGS, "--out", str(w["under_file"])],
          1, ["a file"]),

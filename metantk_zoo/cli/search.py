@@ -26,6 +26,9 @@ def search_command(
     candidate_batch: Annotated[int | None, typer.Option(
         min=1, help="Candidates scored in one forward and backward (same scores; default: 1 on the CPU, on CUDA as "
                     "many as half the free GPU memory holds).")] = None,
+    kernel_graph: Annotated[str, typer.Option(
+        help="eager, cuda-graph (CUDA) or fx: record each stage's kernel pass once and replay it per candidate "
+             "batch (same scores to float rounding).")] = "eager",
     share_inputs: Annotated[bool, typer.Option(
         help="Compute the ReLU and pools shared by a state's edges once (same forward; off: every op alone).")] = True,
     method: Annotated[str | None, typer.Option(help="metantk, tenas, regions-only, metantk-only, random.")] = None,
@@ -79,7 +82,7 @@ def search_command(
         overrides["ops"] = tuple(o.strip() for o in (ops if isinstance(ops, str) else ",".join(ops)).split(",") if o)
     result = run_search(preset, dataset, out, seed=seed, resume=resume, device=device, backend=backend,
                         share_inputs=share_inputs, overrides=overrides, overwrite=overwrite,
-                        candidate_batch=candidate_batch)
+                        candidate_batch=candidate_batch, kernel_graph=kernel_graph)
     if current().rank != 0:
         return
     if as_json:

@@ -49,11 +49,15 @@ from .config import CELLS, SearchConfig
 from .inputs import kernel_inputs, normalize_uint8, region_patches, resize_uint8, tenas_augment
 from .kernels import NAN_CONDITION, condition_number, empirical_ntk, meta_ntk
 from .ranking import rank_stage
+from .recorded import RecordedKernelPass, check_kernel_graph
+from .recorded import StackedHeads as _StackedHeads
+from .recorded import WithHead as _WithHead
 from .regions import count_linear_regions
 from .supernet import (
     EDGES,
     NODE_EDGES,
     SuperNet,
+    candidate_weights,
     genotype_from_alive,
     genotype_from_weights,
     initial_alive,
@@ -266,35 +270,6 @@ class SearchResult:
                    data_fingerprint=d.get("data_fingerprint", ""))
 
 
-class _WithHead(nn.Module):
-    def __init__(self, body: SuperNet, head: nn.Linear):
-        super().__init__()
-        self.body, self.head = body, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body.forward_features(x))
-
-
-class _StackedHeads(nn.Module):
-    """G linear heads over G consecutive blocks of a batch: block ``i``'s output is ``heads[i]`` of its features.
-
-    Every head runs on the whole batch and is masked to its block, so a head's per-sample gradients outside its
-    block are exact zeros and each candidate's Gram block sees only its own head."""
-
-    def __init__(self, heads: Sequence[nn.Linear]):
-        super().__init__()
-        self.heads = nn.ModuleList(heads)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:  # (G*n, F) -> (G*n, n_way)
-        n_groups = len(self.heads)
-        onehot = torch.eye(n_groups, dtype=f.dtype, device=f.device).repeat_interleave(f.shape[0] // n_groups, 0)
-        out = None
-        for i, head in enumerate(self.heads):
-            y = head(f) * onehot[:, i : i + 1]
-            out = y if out is None else out + y
-        return out
-
-
 #: the most candidates scored in one pass when the batch is chosen from free GPU memory
 MAX_CANDIDATE_BATCH = 64
 
@@ -313,9 +288,12 @@ class _Scorer:
     """Scores candidates of one stage; everything random is derived from (seed, stage, candidate, repeat)."""
 
     def __init__(self, cfg: SearchConfig, seed: int, data: _Data, device: torch.device, backend: str,
-                 share_inputs: bool = True, candidate_batch: int | None = 1):
+                 share_inputs: bool = True, candidate_batch: int | None = 1, kernel_graph: str = "eager"):
         self.cfg, self.seed, self.data, self.device, self.backend = cfg, seed, data, device, backend
         self.candidate_batch = candidate_batch  # None: chosen from free memory after the first candidate
+        self.kernel_graph = kernel_graph
+        self._recorded: dict[tuple, RecordedKernelPass] = {}  # this stage's recorded passes, by batch shape
+        self._structure: torch.Tensor | None = None  # the stage's origin: every mask scored is within it
         self.use_kernel = cfg.method in ("metantk", "tenas", "metantk-only")
         self.use_regions = cfg.method in ("metantk", "tenas", "regions-only")
         self.kernel_net = None
@@ -330,6 +308,7 @@ class _Scorer:
     def start_stage(self, stage: str) -> None:
         """Re-draw the kernel network's weights (the reference builds a new one per round)."""
         self._origin = {}
+        self._recorded = {}
         if self.kernel_net is not None:  # the edge pass keeps one network for all its groups, as the reference
             init_key = "group-pass" if stage.startswith("group") else stage
             reset_parameters(self.kernel_net, _rng(self.seed, "kernel-init", init_key), self.cfg.init)
@@ -342,6 +321,8 @@ class _Scorer:
     def _cond(self, alive: torch.Tensor, x: torch.Tensor, head_g: torch.Generator | None) -> tuple[float, bool]:
         """Condition number of the (Meta)NTK of the kernel network with mask ``alive``; flag if non-finite."""
         cfg, net = self.cfg, self.kernel_net
+        if self.kernel_graph != "eager":
+            return self._cond_recorded([(alive, x, head_g)])[0]
         net.set_alive(alive.to(self.device))
         if cfg.method == "tenas":
             theta = empirical_ntk(net, x, backend=self.backend)
@@ -354,8 +335,8 @@ class _Scorer:
     def _cond_many(self, items: list[tuple[torch.Tensor, torch.Tensor, torch.Generator]]) -> list[tuple[float, bool]]:
         """:meth:`_cond` of several (mask, input, head generator) at once: the masks through
         :meth:`SuperNet.set_candidates`, the inputs stacked, one head per item, the Gram folded per item."""
-        if len(items) == 1:
-            return [self._cond(*items[0])]
+        if len(items) == 1 or self.kernel_graph != "eager":
+            return self._cond_recorded(items) if self.kernel_graph != "eager" else [self._cond(*items[0])]
         cfg, net, n_groups = self.cfg, self.kernel_net, len(items)
         net.set_candidates(torch.stack([alive for alive, _, _ in items]).to(self.device))
         x = torch.cat([x for _, x, _ in items])  # (G*n, 3, r, r)
@@ -369,6 +350,23 @@ class _Scorer:
             net.set_candidates(None)
         theta = torch.stack(list(grams.values())).sum(0)  # (G, n, n)
         return [self._meta_cond(theta[i], grams[f"head.heads.{i}"][i]) for i in range(n_groups)]
+
+    def _cond_recorded(self, items: list[tuple[torch.Tensor, torch.Tensor, torch.Generator]]
+                       ) -> list[tuple[float, bool]]:
+        """:meth:`_cond_many` through a :class:`RecordedKernelPass` of the stage's structure, recorded on the first
+        batch of this shape in the stage and replayed after (``kernel_graph`` ``cuda-graph`` or ``fx``)."""
+        cfg, n_groups = self.cfg, len(items)
+        weights = candidate_weights(torch.stack([alive for alive, _, _ in items])).to(self.device)
+        x = torch.cat([x for _, x, _ in items])  # (G*n, 3, r, r)
+        heads = None if cfg.method == "tenas" else [self._head(g) for _, _, g in items]
+        key = (n_groups, tuple(x.shape))
+        if key not in self._recorded:
+            self._recorded[key] = RecordedKernelPass(self.kernel_net, self._structure.to(self.device), x, weights,
+                                                     heads, self.kernel_graph)
+        theta, nngp = self._recorded[key](x, weights, heads)  # (G, n, n) each
+        if nngp is None:
+            return [(condition_number(t), not bool(torch.isfinite(t).all())) for t in theta]
+        return [self._meta_cond(theta[i], nngp[i]) for i in range(n_groups)]
 
     def _meta_cond(self, theta: torch.Tensor, nngp: torch.Tensor) -> tuple[float, bool]:
         """Condition number of the MetaNTK of ``theta`` (NTK) and ``nngp`` (head Gram); flag if non-finite."""
@@ -390,6 +388,7 @@ class _Scorer:
               thin_origin: torch.Tensor) -> dict[str, Any]:
         """Per-repeat condition numbers and region counts of one candidate (``alive`` = without the op)."""
         cfg, seed = self.cfg, self.seed
+        self._structure = origin
         row: dict[str, Any] = {"cond_origin": [], "cond": [], "regions_origin": [], "regions": [], "nonfinite": False}
         if self.use_regions:
             reset_parameters(self.thin, _rng(seed, "thin-init", stage, key), self.cfg.init)
@@ -422,6 +421,7 @@ class _Scorer:
         """:meth:`score` of several candidates, each repeat's kernels in one pass (:meth:`_cond_many`): the same
         random draws, the same rows (kernels equal to float rounding; float64: 1e-10 relative, tested)."""
         cfg, seed = self.cfg, self.seed
+        self._structure = origin
         rows = {key: {"cond_origin": [], "cond": [], "regions_origin": [], "regions": [], "nonfinite": False}
                 for key in keys}
         for r in range(cfg.repeats if self.use_kernel else 0):
@@ -461,6 +461,7 @@ class _Scorer:
         """:meth:`score` of one candidate; on CUDA with the batch size still open, its peak memory sets it."""
         if self.candidate_batch is not None or self.device.type != "cuda":
             return self.score(stage, key, alive, origin, thin_origin)
+        self._structure = origin
         if self.cfg.protocol == "shared":  # the unpruned kernels are computed once per stage: not in the peak
             for r in range(self.cfg.repeats if self.use_kernel else 0):
                 if r not in self._origin:
@@ -600,6 +601,7 @@ def search(
     share_inputs: bool = True,
     show_progress: bool = True,
     candidate_batch: int | None = None,
+    kernel_graph: str = "eager",
 ) -> SearchResult:
     """Run a MetaNTK-NAS pruning search (or a baseline) and return its genotype and per-round scores.
 
@@ -620,6 +622,9 @@ def search(
         candidate_batch: candidates scored in one forward and backward (their meta-batches stacked, each sample
             masked by its candidate, the hook Gram folded per candidate): the same scores, to float rounding.
             ``None``: 1 on the CPU, on CUDA as many as half the free memory holds (:func:`default_candidate_batch`).
+        kernel_graph: ``"eager"``, or record each stage's kernel pass once and replay it per candidate batch:
+            ``"cuda-graph"`` (CUDA) or ``"fx"`` (a traced ATen graph; CPU or CUDA). The same scores to float
+            rounding (float64: 1e-10 relative), :mod:`.recorded`. Hook backend only.
 
     Returns:
         The :class:`SearchResult`. With ``torchrun``, each rank scores a disjoint share of every stage's
@@ -628,7 +633,8 @@ def search(
     Raises:
         DatasetError: too few classes for the meta-batch, or a source that does not return uint8 images.
         CheckpointError: a checkpoint of another config or seed.
-        ConfigError: a ``candidate_batch`` below 1.
+        ConfigError: a ``candidate_batch`` below 1, an unknown ``kernel_graph``, ``cuda-graph`` off CUDA, or a
+            recorded pass with a backend other than ``hook``.
     """
     from ..version import __version__
 
@@ -637,6 +643,9 @@ def search(
         raise ConfigError(f"candidate_batch must be a positive integer (or None: chosen from free memory), found "
                           f"{candidate_batch!r}")
     device = torch.device(device)
+    check_kernel_graph(kernel_graph, device)
+    if kernel_graph != "eager" and backend != "hook":
+        raise ConfigError(f"kernel_graph {kernel_graph!r} records the hook Gram; found backend {backend!r}")
     data = _Data(source, cfg, device)
     versions = {"metantk_zoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
     if cfg.method == "random":
@@ -646,7 +655,7 @@ def search(
     state = _initial_state(cfg, seed, data, checkpoint, resume)
     if candidate_batch is None and device.type != "cuda":
         candidate_batch = default_candidate_batch(device)
-    scorer = _Scorer(cfg, seed, data, device, backend, share_inputs, candidate_batch)
+    scorer = _Scorer(cfg, seed, data, device, backend, share_inputs, candidate_batch, kernel_graph)
     while True:
         t0 = time.perf_counter()
         alive: torch.Tensor = state["alive"]

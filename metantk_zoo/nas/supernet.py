@@ -19,8 +19,9 @@ MetaNTK-NAS: https://arxiv.org/abs/2203.09137; DARTS: https://arxiv.org/abs/1806
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -47,6 +48,7 @@ __all__ = [
     "SuperNet",
     "initial_alive",
     "alive_weights",
+    "candidate_weights",
     "genotype_from_weights",
     "genotype_from_alive",
     "convert_batchnorm_to_groupnorm",
@@ -223,6 +225,7 @@ class SuperNet(nn.Module):
         if norm == "group":
             convert_batchnorm_to_groupnorm(self)
         self.register_buffer("alive", initial_alive(len(self.space)))
+        self._host_alive: list | None = None  # set inside fixed_structure() only
 
     @classmethod
     def kernel_net(cls, channels: int = 48, num_cells: int = 5, num_classes: int = 64, *,
@@ -255,8 +258,26 @@ class SuperNet(nn.Module):
                               f"{tuple(alives.shape)}")
         alives = alives.to(device=self.alive.device, dtype=torch.bool)
         self.set_alive(alives.any(0))
-        live = alives.to(torch.float64)
-        self._candidate_weights = live / live.sum(-1, keepdim=True).clamp(min=1)  # (G, 2, 9, n_ops)
+        self._candidate_weights = candidate_weights(alives)
+
+    @contextlib.contextmanager
+    def fixed_structure(self, alive: torch.Tensor, weights: torch.Tensor) -> Iterator[None]:
+        """Inside the block the forward runs the ops of ``alive`` (2, 9, n_ops), read once here so that the
+        forward never reads the mask back from the device (a CUDA graph cannot), each sample weighing each op by
+        ``weights`` (G, 2, 9, n_ops), the per-candidate softmax weights of :meth:`set_candidates`, used as given:
+        a tensor whose values may change between calls of a recorded pass (:mod:`.recorded`). Every candidate's
+        mask must lie within ``alive``."""
+        if tuple(alive.shape) != tuple(self.alive.shape) or weights.dim() != 4 or \
+                tuple(weights.shape[1:]) != tuple(self.alive.shape):
+            raise ConfigError(f"expected a mask of shape {tuple(self.alive.shape)} and weights (G, "
+                              f"{', '.join(map(str, self.alive.shape))}), found {tuple(alive.shape)} and "
+                              f"{tuple(weights.shape)}")
+        saved = self._host_alive, getattr(self, "_candidate_weights", None)
+        self._host_alive, self._candidate_weights = alive.bool().tolist(), weights
+        try:
+            yield
+        finally:
+            self._host_alive, self._candidate_weights = saved
 
     def set_alive(self, alive: torch.Tensor) -> None:
         """Set the (2, 9, n_ops) live-op mask (op 0, ``none``, must stay dead)."""
@@ -273,7 +294,7 @@ class SuperNet(nn.Module):
     # --------------------------------------------------------------------------------------------- forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> pooled features (B, num_features) after the final norm + ReLU."""
-        alive = self.alive.tolist()
+        alive = self._host_alive if self._host_alive is not None else self.alive.tolist()
         weights = getattr(self, "_candidate_weights", None)
         if weights is not None:
             n_groups = weights.shape[0]
@@ -297,6 +318,13 @@ def initial_alive(n_ops: int) -> torch.Tensor:
     alive = torch.ones(2, NUM_EDGES, n_ops, dtype=torch.bool)
     alive[..., 0] = False
     return alive
+
+
+def candidate_weights(alives: torch.Tensor) -> torch.Tensor:
+    """(G, 2, 9, n_ops) masks -> float64 op weights of the same shape: ``1/k`` on the ``k`` live ops of an edge,
+    0 on dead ops and on every op of a removed edge (what each sample of a batched forward weighs an op by)."""
+    live = alives.to(torch.float64)
+    return live / live.sum(-1, keepdim=True).clamp(min=1)
 
 
 def alive_weights(alive: torch.Tensor) -> torch.Tensor:
