@@ -21,6 +21,10 @@ Measures (``reference/performance-facts.md``):
 3. **Candidate batching** (``--candidate-batch N``): the same round-0 candidates scored one by one and N at a time
    (stacked meta-batches, per-sample masks, the Gram folded per candidate), the two taking turns; time per candidate
    and the ratio one-by-one / batched, and on CUDA the peak memory of one pass of each.
+4. **Recorded kernel passes** (``--kernel-graph fx|cuda-graph``): round-0 candidates ``--candidate-batch`` at a time
+   (default 4) with eager kernel passes and with the stage's pass recorded once and replayed
+   (:mod:`metantk_zoo.nas.recorded`), taking turns; time per candidate, the ratio eager / replay, and the one-off
+   recording time.
 
 Example (full size, slow on a CPU):  python scripts/bench_search.py --json bench.json
 Reduced configuration (a minute):    python scripts/bench_search.py --quick

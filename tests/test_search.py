@@ -246,8 +246,10 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend, share_inputs, candidate_batch=None):
-        calls.append((cfg, seed, device, Path(checkpoint).name, resume, (backend, share_inputs), len(source.labels)))
+    def fake_search(source, cfg, *, seed, device, checkpoint, resume, backend, share_inputs, candidate_batch=None,
+                    kernel_graph="eager"):
+        calls.append((cfg, seed, device, Path(checkpoint).name, resume, (backend, share_inputs, kernel_graph),
+                      len(source.labels)))
         return SearchResult(NAMED["mini5_a"], cfg, seed, [{"stage": "round", "name": "round0", "candidates": []}])
 
     monkeypatch.setattr(pipeline, "load_search_source", lambda spec, res: (nano_source(), 64))
@@ -259,7 +261,7 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     cfg, seed, device, ckpt, resume, backend, n = calls[-1]
     assert (cfg.channels, cfg.ops, cfg.repeats, seed, device, ckpt, resume, backend, n) == (
-        8, ("skip_connect", "conv_3x3"), 1, 5, "cpu", "search.json", False, ("hook", True), 24)
+        8, ("skip_connect", "conv_3x3"), 1, 5, "cpu", "search.json", False, ("hook", True, "eager"), 24)
     assert json.loads(res.stdout)["genotype"] == NAMED["mini5_a"].to_dict()
     assert Genotype.from_dict(json.loads((out / "genotype.json").read_text())) == NAMED["mini5_a"]
     assert json.loads((out / "search.json").read_text())["preset"] == "tiny"
@@ -268,11 +270,12 @@ def test_cli_search_plumbing_writes_the_run_directory(tmp_path, monkeypatch):
     assert spec["num_classes"] == 64
     # a saved config.json loads first and flags override it
     res = runner.invoke(app, ["search", "--config", str(out / "config.json"), "--out", str(tmp_path / "run2"),
-                              "--repeats", "2", "--resume", "--no-share-inputs"])
+                              "--repeats", "2", "--resume", "--no-share-inputs",
+                              "--kernel-graph", "fx"])
     assert res.exit_code == 0, res.output
     cfg, seed, _, _, resume, engine, _ = calls[-1]
     assert (cfg.channels, cfg.ops, cfg.repeats, seed, resume) == (8, ("skip_connect", "conv_3x3"), 2, 5, True)
-    assert engine == ("hook", False)
+    assert engine == ("hook", False, "fx")
 
 
 def test_cli_search_bad_preset_is_one_line_error(tmp_path, capsys):
