@@ -146,7 +146,7 @@ def test_resized_image_cache_changes_no_input(monkeypatch):
     uncached = search_mod._Data(source, cfg, torch.device("cpu"))
     plain = draws(uncached)
     assert uncached._resized is None and uncached.seen == cached.seen
-    for a, b, c in zip(cold, warm, plain):
+    for a, b, c in zip(cold, warm, plain, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
@@ -303,7 +303,7 @@ def test_share_inputs_changes_no_score_beyond_float_rounding():
             cand = alive.clone()
             cand[key] = False
             rows[share].append(scorer.score("round0", key, cand, alive, alive))
-    for plain, shared in zip(rows[False], rows[True]):
+    for plain, shared in zip(rows[False], rows[True], strict=True):
         assert plain["regions"] == shared["regions"] and plain["regions_origin"] == shared["regions_origin"]
         for k in ("cond", "cond_origin"):
             assert plain[k] == pytest.approx(shared[k], rel=1e-4)
