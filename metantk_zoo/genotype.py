@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import GenotypeError
 
@@ -106,7 +106,8 @@ class Genotype:
             return cls.from_dict(data)
         fields = _DartsParser(stripped).parse_genotype()
         if naming == "metanas":
-            fields = {k: _rename_ops(v, _METANAS_ALIASES) if k in ("normal", "reduce") else v for k, v in fields.items()}
+            fields = {k: _rename_ops(v, _METANAS_ALIASES) if k in ("normal", "reduce") else v
+                      for k, v in fields.items()}
         return cls.from_dict(fields)
 
     @classmethod
@@ -183,7 +184,7 @@ class Genotype:
         return tuple(op for c in (self.normal, self.reduce) for node in c for op, _ in node)
 
 
-GenotypeLike = Union[Genotype, str, Mapping[str, Any]]
+GenotypeLike = Genotype | str | Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------------------------- validation

@@ -227,7 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _can_write(self) -> bool:
         hub = self.hub
         if hub.refuse_writes is not None:
-            self._error(hub.refuse_writes, "refused by the test server", "Unauthorized" if hub.refuse_writes == 401 else None)
+            code = "Unauthorized" if hub.refuse_writes == 401 else None
+            self._error(hub.refuse_writes, "refused by the test server", code)
             return False
         if hub.token is None:
             return True
@@ -308,7 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._lfs_put(m["oid"])
         if method == "POST" and match(rf"/(?P<prefix>datasets/|spaces/)?{repo}\.git/info/lfs/objects/batch"):
             return self._lfs_batch(_PREFIX.get((m["prefix"] or "models/").rstrip("/") or "models", "model"))
-        if method in ("GET", "HEAD") and match(rf"/(?P<prefix>datasets/|spaces/)?{repo}/resolve/(?P<rev>[^/]+)/(?P<file>.+)"):
+        resolve = rf"/(?P<prefix>datasets/|spaces/)?{repo}/resolve/(?P<rev>[^/]+)/(?P<file>.+)"
+        if method in ("GET", "HEAD") and match(resolve):
             rtype = {"datasets/": "dataset", "spaces/": "space"}.get(m["prefix"] or "", "model")
             return self._resolve(rtype, m["repo"], m["rev"], unquote(m["file"]), head=method == "HEAD")
         if match(rf"/api/{types}/{repo}(?:/revision/(?P<rev>[^/]+))?"):
@@ -542,7 +544,8 @@ WRITE_TOKEN = "hf_test_write_token"
 READ_TOKEN = "hf_test_read_token"
 
 
-def client_env(hub: LocalHub, hf_home: str, *, token: str | None = WRITE_TOKEN, offline: bool = False) -> dict[str, str]:
+def client_env(hub: LocalHub, hf_home: str, *, token: str | None = WRITE_TOKEN,
+               offline: bool = False) -> dict[str, str]:
     """Environment for a subprocess that drives the real client against ``hub`` (read at import by the client)."""
     import os
 

@@ -1,4 +1,4 @@
-"""The house layout and dependency rules (STYLE.md §1-2, README "Layout"), enforced by parsing every import with ``ast``.
+"""The house layout and dependency rules (STYLE.md §1-2, README "Layout"), checked by parsing every import with ``ast``.
 
 Layers, lowest first; a module may import its own subpackage, anything in a lower layer, and nothing above:
 
@@ -126,7 +126,8 @@ def test_imports_point_down(path):
         sideways = any(mine == a and (theirs == b or target.startswith(f"metantk_zoo.{b}")) for a, b in
                        ALLOWED_SIDEWAYS)
         assert LAYERS[theirs] < LAYERS[mine] or sideways, (
-            f"{_rel(path)} (layer {LAYERS[mine]}, {mine}) imports {target} (layer {LAYERS[theirs]}): imports point down")
+            f"{_rel(path)} (layer {LAYERS[mine]}, {mine}) imports {target} (layer {LAYERS[theirs]}): "
+            "imports point down")
 
 
 def test_models_read_only_the_data_constants():

@@ -327,7 +327,11 @@ from metantk_zoo.data import load_fewshot, load_images
 dd = _dd(SMALL)
 names = [n for s in ("train", "val", "test") for n in SMALL[s]]  # the Hub needs one ClassLabel for all splits
 offset = {"train": 0, "val": 5, "test": 7}
-dd = datasets.DatasetDict({s: d.cast_column("label", datasets.Value("int64")).map(lambda r, o=offset[s]: {"label": r["label"] + o}).cast_column("label", datasets.ClassLabel(names=names)) for s, d in dd.items()})
+dd = datasets.DatasetDict({
+    s: d.cast_column("label", datasets.Value("int64"))
+        .map(lambda r, o=offset[s]: {"label": r["label"] + o})
+        .cast_column("label", datasets.ClassLabel(names=names))
+    for s, d in dd.items()})
 dd.push_to_hub("org/tiny-fewshot")
 fs = load_fewshot("org/tiny-fewshot")
 print(json.dumps({s: fs.class_names(s) for s in ("train", "val", "test")}))

@@ -70,7 +70,8 @@ def test_probe_matches_scikit_learn_on_200_episodes():
     ours = probe_predict(w, b, xq)
     same, acc_sk = 0, []
     for i in range(t):
-        clf = sklearn.LogisticRegression(C=1.0, solver="lbfgs", max_iter=1000).fit(xs[i].double().numpy(), ys[i].numpy())
+        clf = sklearn.LogisticRegression(C=1.0, solver="lbfgs", max_iter=1000)
+        clf.fit(xs[i].double().numpy(), ys[i].numpy())
         pred = clf.predict(xq[i].double().numpy())
         same += int((pred == ours[i].numpy()).sum())
         acc_sk.append((pred == yq[i].numpy()).mean())

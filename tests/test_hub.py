@@ -54,9 +54,9 @@ import torch  # noqa: E402
 
 from metantk_zoo.errors import CheckpointError, GenotypeError, HubError  # noqa: E402
 from metantk_zoo.hub import push_pull as hub  # noqa: E402
-from metantk_zoo.utils.io import sha256_file  # noqa: E402
 from metantk_zoo.models.genotypes import NAMED  # noqa: E402
-from metantk_zoo.utils import rundir
+from metantk_zoo.utils import rundir  # noqa: E402
+from metantk_zoo.utils.io import sha256_file  # noqa: E402
 from tests.hub_server import client_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,8 @@ from metantk_zoo.utils.io import load_weights
 state = load_weights(sys.argv[1])
 model = timm.create_model("metantk_cell5.hubtest", pretrained=True)
 assert model.pretrained_cfg["hf_hub_id"].startswith("org/metantk_cell5.hubtest@")
-same = all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and state.keys() == model.state_dict().keys()
+loaded = model.state_dict()
+same = state.keys() == loaded.keys() and all(torch.equal(v, state[k]) for k, v in loaded.items())
 try:
     timm.create_model("metantk_cell5.badhash", pretrained=True)
     refused = "loaded"
@@ -251,7 +252,8 @@ def test_manifest_tag_resolves_to_its_repository_with_the_hash_checked(local_hub
     (manifests / "metantk_cell5.hubtest.json").write_text(json.dumps(good))
     bad = {**good, "tag": "badhash", "files": {"model.safetensors": "0" * 64}}
     (manifests / "metantk_cell5.badhash.json").write_text(json.dumps(bad))
-    assert read_manifest(manifests / "metantk_cell5.hubtest.json").hf_hub_id == f"org/metantk_cell5.hubtest@{result.commit}"
+    manifest = read_manifest(manifests / "metantk_cell5.hubtest.json")
+    assert manifest.hf_hub_id == f"org/metantk_cell5.hubtest@{result.commit}"
 
     env = {**client_env(local_hub, tmp_path / "client_home"), "METANTK_HUB_MANIFESTS": str(manifests)}
     proc = subprocess.run([sys.executable, "-c", _MANIFEST_CLIENT, str(run / "model.safetensors")], cwd=ROOT,

@@ -106,7 +106,7 @@ DELTAS = [1e-1, 1e-2, 1e-3, 1e-4]
 def test_hfmaml_converges_to_maml_as_the_step_shrinks(tiny, task):
     for steps in (1, 3):
         err = _errors(tiny, task, "hfmaml", DELTAS, inner_steps=steps)
-        assert all(b < a for a, b in zip(err, err[1:])), err
+        assert all(b < a for a, b in zip(err, err[1:], strict=False)), err
         assert err[-1] < 1e-7, err  # symmetric difference: O(d^2)
         assert err[0] / err[1] > 50, err
 
@@ -114,11 +114,12 @@ def test_hfmaml_converges_to_maml_as_the_step_shrinks(tiny, task):
 def test_fobmaml_converges_to_maml_as_the_step_shrinks(tiny, task):
     sym = _errors(tiny, task, "fobmaml", DELTAS)
     fwd = _errors(tiny, task, "fobmaml", DELTAS, fd_scheme="forward")
-    assert all(b < a for a, b in zip(sym, sym[1:])) and all(b < a for a, b in zip(fwd, fwd[1:]))
+    assert all(b < a for a, b in zip(sym, sym[1:], strict=False))
+    assert all(b < a for a, b in zip(fwd, fwd[1:], strict=False))
     assert sym[-1] < 1e-7 and fwd[-1] < 1e-3
     assert 5 < fwd[1] / fwd[2] < 20  # forward difference: O(d)
     assert sym[1] / sym[2] > 50  # symmetric difference: O(d^2)
-    assert all(s < f for s, f in zip(sym, fwd))
+    assert all(s < f for s, f in zip(sym, fwd, strict=True))
 
 
 def test_fomaml_bias_is_visible_and_does_not_shrink(tiny, task):

@@ -8,11 +8,11 @@ import pytest
 import timm
 import torch
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 from metantk_zoo.errors import CheckpointError, ConfigError
 from metantk_zoo.meta import MetaConfig, NormalizedSGD, train_meta
 from metantk_zoo.train import TRAINING_METHODS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _episodes(i: int, n_way: int = 3, n_shot: int = 1, n_query: int = 2, size: int = 16):
@@ -71,7 +71,7 @@ def test_run_directory_and_resume_replays_the_run(tmp_path):
     from metantk_zoo.utils.io import load_weights
 
     ref.load_state_dict(load_weights(tmp_path / "full" / "model.safetensors"))
-    for (n, a), b in zip(resumed_model.state_dict().items(), ref.state_dict().values()):
+    for (n, a), b in zip(resumed_model.state_dict().items(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
 
 

@@ -156,7 +156,7 @@ def test_reset_parameters_is_seeded_and_follows_pytorch_default_bounds():
     a, b = SuperNet.thin_net(), SuperNet.thin_net()
     reset_parameters(a, torch.Generator().manual_seed(3))
     reset_parameters(b, torch.Generator().manual_seed(3))
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), n
     lin = reset_parameters(nn.Linear(576, 5), torch.Generator().manual_seed(0))
     bound = 1 / 576**0.5

@@ -34,12 +34,14 @@ HELPER = Path(__file__).with_name("_train_helpers.py")
 def test_presets_follow_the_reference_recipe():
     mini5, mini8 = preset_config("rfs-mini", num_cells=5), preset_config("rfs-mini", num_cells=8)
     tiered8 = preset_config("rfs-tiered", num_cells=8)
-    assert (mini5.epochs, mini5.lr, mini5.lr_decay_epochs, mini5.batch_size, mini5.drop_path) == (100, 0.02, (60, 80), 64, 0.2)
+    got = (mini5.epochs, mini5.lr, mini5.lr_decay_epochs, mini5.batch_size, mini5.drop_path)
+    assert got == (100, 0.02, (60, 80), 64, 0.2)
     assert mini8.batch_size == 40 and tiered8.batch_size == 56 and tiered8.lr_decay_epochs == (30, 40, 50)
     assert (mini5.momentum, mini5.weight_decay) == (0.9, 5e-4)
     assert (mini5.amp, mini8.amp, tiered8.amp) == (False, False, False)  # fp32, as the reference trained
     assert preset_config("rfs-mini", amp=True).amp  # bf16 autocast on CUDA stays an option
-    assert [lr_at_epoch(mini5, e) for e in (1, 60, 61, 80, 81, 100)] == pytest.approx([0.02, 0.02, 2e-3, 2e-3, 2e-4, 2e-4])
+    lrs = [lr_at_epoch(mini5, e) for e in (1, 60, 61, 80, 81, 100)]
+    assert lrs == pytest.approx([0.02, 0.02, 2e-3, 2e-3, 2e-4, 2e-4])
     assert [lr_at_epoch(tiered8, e) for e in (30, 31, 41, 51)] == pytest.approx([0.01, 1e-3, 1e-4, 1e-5])
     assert drop_path_at_epoch(mini5, 1) == pytest.approx(0.002) and drop_path_at_epoch(mini5, 100) == pytest.approx(0.2)
     assert preset_config("rfs-mini", epochs=3, lr=0.1).epochs == 3
@@ -195,7 +197,8 @@ def test_training_from_a_search_run_keeps_the_search_records(tmp_path):
 
 @pytest.mark.slow
 def test_cli_train_resume_and_eval_end_to_end(tmp_path):
-    """metantk-zoo train (nano, 32x32 synthetic) -> eval of the run directory -> eval.json; then a foreign checkpoint."""
+    """metantk-zoo train (nano, 32x32 synthetic) -> eval of the run directory -> eval.json; then a foreign
+    checkpoint."""
     from typer.testing import CliRunner
 
     from metantk_zoo.cli import app, main

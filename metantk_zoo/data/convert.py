@@ -194,7 +194,7 @@ def _dataset_splits(fs: FewShotDataset) -> dict[str, _Split]:
                 rows = list(range(s, min(s + _CHUNK, len(ds))))
                 cells = _raw_images(ds, rows)
                 imgs = []
-                for cell, row in zip(cells, rows):
+                for cell, row in zip(cells, rows, strict=True):
                     t = decode_images([cell], [row])[0]
                     imgs.append(Image.fromarray(t.permute(1, 2, 0).numpy()))
                 yield imgs, labels[rows[0]:rows[-1] + 1]
@@ -231,7 +231,8 @@ def _write_split(path: Path, split: _Split, size: int | None, desc: str, names: 
         bar = progress(desc=desc, total=len(split.labels), unit="img")
         for images, labels in split.chunks():
             cells = [{"bytes": _encode(img, size), "path": None} for img in images]
-            writer.write_table(pa.table({"image": cells, "label": np.asarray(labels, np.int64) + offset}, schema=schema))
+            label_column = np.asarray(labels, np.int64) + offset
+            writer.write_table(pa.table({"image": cells, "label": label_column}, schema=schema))
             bar.update(len(cells))
         bar.close()
 

@@ -110,12 +110,12 @@ class EpisodeSampler:
         order = np.argsort(labels, kind="stable")
         classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
         self.classes = classes.astype(np.int64)
-        self._rows = [order[s:s + c].astype(np.int64) for s, c in zip(starts, counts)]
+        self._rows = [order[s:s + c].astype(np.int64) for s, c in zip(starts, counts, strict=True)]
         if len(self.classes) < self.n_way:
             raise DatasetError(f"{self.n_way}-way episodes need at least {self.n_way} classes; the split has "
                                f"{len(self.classes)}")
         need = self.n_shot + self.n_query
-        small = [(c, n) for c, n in zip(self.classes, counts) if n < need]
+        small = [(c, n) for c, n in zip(self.classes, counts, strict=True) if n < need]
         if small:
             c, n = small[0]
             name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
@@ -279,7 +279,7 @@ def decode_images(cells: Sequence[dict | None], rows: Sequence[int], size: int |
     Raises:
         DatasetError: a cell that cannot be decoded (naming its row), or mixed sizes without ``size``.
     """
-    tensors = [_decode_one(c, r, size) for c, r in zip(cells, rows)]
+    tensors = [_decode_one(c, r, size) for c, r in zip(cells, rows, strict=True)]
     if not tensors:
         return torch.zeros((0, 3, size or 0, size or 0), dtype=torch.uint8)
     shapes = {tuple(t.shape) for t in tensors}

@@ -11,8 +11,9 @@ A spec is ``SOURCE`` or ``SOURCE:key=value,key=value``. Sources:
   tree (``train/``, optional ``val/``, ``test/`` split folders of class folders).
 
 Options for any source: ``image=`` and ``label=`` (column names), ``train=``, ``val=``, ``test=`` (the source's
-split names), ``split_column=`` (a column whose values name each row's split), ``class_split=`` (``mini_imagenet``, ``tiered_imagenet``, ``cifar_fs``, ``fc100`` or ``none``: pool
-every source split and re-split by class). Every split is returned with an ``image`` column and an integer
+split names), ``split_column=`` (a column whose values name each row's split), ``class_split=``
+(``mini_imagenet``, ``tiered_imagenet``, ``cifar_fs``, ``fc100`` or ``none``: pool every source split and re-split by
+class). Every split is returned with an ``image`` column and an integer
 ``label`` column numbered 0..C-1 within the split; :meth:`FewShotDataset.class_names` maps labels to names.
 """
 
