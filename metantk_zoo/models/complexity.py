@@ -90,8 +90,15 @@ def zoo_table(num_classes: int = 64, image_size: int = 84) -> list[dict[str, Any
     entries.append(("metantk_conv4", None, CONV4_WIDTH, CONV4_DESCRIPTION))
     rows = []
     for name, cells, chs, source in entries:
-        model = timm.create_model(name, num_classes=num_classes, device="meta")
-        rows.append({"name": name, "cells": cells, "init_channels": chs, "params": count_parameters(model),
-                     "macs": count_macs(model, (1, 3, image_size, image_size)), "input_size": image_size,
-                     "source": source})
+        params, macs = _entry_counts(name, num_classes, image_size)
+        rows.append({"name": name, "cells": cells, "init_channels": chs, "params": params, "macs": macs,
+                     "input_size": image_size, "source": source})
     return rows
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_counts(name: str, num_classes: int, image_size: int) -> tuple[int, int]:
+    """(parameters, multiply-adds) of one registered entry; an entry's architecture is fixed at registration, so the
+    counts are kept for the process (the ``models`` table and its tests count each entry once)."""
+    model = timm.create_model(name, num_classes=num_classes, device="meta")
+    return count_parameters(model), count_macs(model, (1, 3, image_size, image_size))
