@@ -7,7 +7,7 @@ Parts (each writes ``DIR/part_<name>.json``; a part killed by its time limit lea
   opacus vs a plain forward+backward, peak memory of each) and the time per round-0 candidate, engine vs the
   reference procedure, both through ``scripts/bench_search.py`` on this device.
 * ``full``: the whole ``mini5`` search (500 candidates) on random images, in a child process under a time budget:
-  measured when it finishes, else projected from the stages it finished (seconds per candidate x 500).
+  measured when it finishes, else projected from the candidates it scored (seconds per candidate so far x 500).
 * ``batch``: round-0 candidates scored one by one and ``--candidate-batch`` at a time (when the engine has it).
 * ``graphs``: round-0 candidates 8 at a time with eager kernel passes and with the pass recorded in a CUDA graph
   and replayed (``kernel_graph="cuda-graph"``), time per candidate and the one-off recording time.
@@ -132,14 +132,36 @@ def part_graphs(device: torch.device, quick: bool, budget: float) -> dict:
 
 
 _FULL_CHILD = """
-import sys, torch
+import sys, time, torch
 sys.path.insert(0, {root!r}); sys.path.insert(0, {scripts!r})
 from gpu_bench import _source
-from metantk_zoo.nas import SearchConfig, search
+from metantk_zoo.nas import SearchConfig, loop, search
 cfg = SearchConfig.preset("mini5", **{overrides!r})
-res = search(_source(), cfg, seed=0, device={device!r}, checkpoint={ckpt!r}, show_progress=False{extra})
+one, many = loop._Scorer.measure_candidate, loop._Scorer.score_many
+def measure_candidate(self, *args):
+    row = one(self, *args)
+    print("SCORED 1", time.perf_counter() - T0, flush=True)  # candidates scored and seconds so far, if killed
+    return row
+def score_many(self, *args):
+    rows = many(self, *args)
+    print("SCORED", len(rows), time.perf_counter() - T0, flush=True)
+    return rows
+loop._Scorer.measure_candidate, loop._Scorer.score_many = measure_candidate, score_many
+source = _source()
+T0 = time.perf_counter()
+res = search(source, cfg, seed=0, device={device!r}, checkpoint={ckpt!r}, show_progress=False{extra})
 print("GENOTYPE", res.genotype.to_darts())
 """
+
+
+def _scored_so_far(stdout: str) -> tuple[int, float]:
+    """(candidates scored, seconds since the search started) from the child's last ``SCORED`` line."""
+    done, seconds = 0, 0.0
+    for line in stdout.splitlines():
+        if line.startswith("SCORED "):
+            _, n, t = line.split()
+            done, seconds = done + int(n), float(t)
+    return done, seconds
 
 
 def part_full(device: torch.device, quick: bool, budget: float) -> dict:
@@ -171,9 +193,12 @@ def part_full(device: torch.device, quick: bool, budget: float) -> dict:
         result["search_seconds"] = state["wall_time"]
         result["measured"] = True
         result["genotype"] = next((line[9:] for line in stdout.splitlines() if line.startswith("GENOTYPE ")), None)
-    elif done:
-        per = state["wall_time"] / done
-        result.update(measured=False, seconds_per_candidate=per, search_seconds=per * MINI5_CANDIDATES)
+    elif done or _scored_so_far(stdout)[0]:
+        # projected from the candidates scored so far (finished stages and the one under way, their setup included)
+        scored, seconds = _scored_so_far(stdout)
+        per = seconds / scored if scored > done else state["wall_time"] / done
+        result.update(measured=False, candidates_scored=max(scored, done), seconds_per_candidate=per,
+                      search_seconds=per * MINI5_CANDIDATES)
     else:
         result.update(measured=False, search_seconds=None,
                       error=(stderr or "no stage finished within the budget")[-1500:])
@@ -318,7 +343,8 @@ def write_report(out: Path) -> dict:
         md.append(f"| search part | {s.get('missing') or s.get('error')} | |")
     f = parts["full"]
     if f.get("search_seconds") is not None:
-        how = "measured" if f.get("measured") else f"projected from {f['candidates_done']} candidates"
+        scored = f.get("candidates_scored", f["candidates_done"])
+        how = "measured" if f.get("measured") else f"projected from {scored} candidates"
         md.append(f"| full mini5 search ({how}) | {_fmt(f['search_seconds'], ' s', 1)} "
                   f"({_fmt(f['search_seconds'] / 60, ' min', 1)}) | |")
     else:

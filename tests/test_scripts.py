@@ -54,3 +54,21 @@ def test_aggregate_table1_names_a_missing_result_in_one_line(tmp_path):
     message = str(e.value.code)
     assert "\n" not in message and "seed1/eval_5shot.json is missing" in message
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_gpu_bench_projects_the_full_search_from_the_candidates_a_killed_child_scored(tmp_path, monkeypatch):
+    """A search child killed at the budget before any stage ends: the projection is its last report's seconds over
+    the candidates it reported, times the 500 candidates of mini5 (3.0 s / (4 + 2) = 0.5 s -> 250 s)."""
+    gpu_bench = _script("gpu_bench")
+    assert gpu_bench.MINI5_CANDIDATES == 18 * 27 + 14 == 500  # 6 rounds of 18 edges x (7..2 ops), + 2 x (3 + 4)
+    monkeypatch.setenv("GPU_BENCH_TMP", str(tmp_path))
+    monkeypatch.setattr(gpu_bench, "_FULL_CHILD",
+                        'import time\nprint("SCORED 4 2.0", flush=True)\nprint("SCORED 2 3.0", flush=True)\n'
+                        'time.sleep(60)\n')
+    import torch
+
+    got = gpu_bench.part_full(torch.device("cpu"), quick=False, budget=1.5)
+    assert not got["finished"] and not got["measured"] and got["stages_done"] == 0
+    assert got["candidates_scored"] == 6
+    assert got["seconds_per_candidate"] == pytest.approx(0.5)
+    assert got["search_seconds"] == pytest.approx(250.0)
