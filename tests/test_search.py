@@ -79,6 +79,46 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch, n
         search(nano_source(), nano_config(), seed=4, checkpoint=ckpt, resume=True, show_progress=False)
 
 
+def test_a_search_killed_mid_stage_resumes_without_rescoring_its_finished_candidates(tmp_path, monkeypatch,
+                                                                                      nano_result):
+    """Killed after 20 of round 0's 36 candidates: the checkpoint holds those 20, and the resumed search scores only
+    the other 16 and the 14 of the edge groups (30 calls, not 50), with the uninterrupted result."""
+    ckpt = tmp_path / "ckpt.json"
+    monkeypatch.setattr(search_mod, "PARTIAL_SAVE_EVERY_S", 0.0)  # save after every candidate
+    _interrupt_after(monkeypatch, 20)
+    with pytest.raises(KeyboardInterrupt):
+        search(nano_source(), nano_config(), seed=3, checkpoint=ckpt, show_progress=False)
+    saved = json.loads(ckpt.read_text())
+    assert saved["rounds"] == [] and saved["partial"]["stage"] == "round0"
+    first20 = [(c, e, o) for c in range(2) for e in range(9) for o in (1, 2)][:20]  # the stage's order (op 0: none)
+    assert [tuple(s[:3]) for s in saved["partial"]["scores"]] == first20
+    uninterrupted = {(r["cell"], r["edge"], r["op"]): r for r in nano_result.rounds[0]["candidates"]}
+    for c, e, o, row in saved["partial"]["scores"]:
+        named = (search_mod.CELLS[c], e, nano_config().space[o])
+        assert row["cond"] == uninterrupted[named]["cond"] and row["regions"] == uninterrupted[named]["regions"]
+
+    monkeypatch.undo()
+    real, calls = search_mod._Scorer.score, []
+    monkeypatch.setattr(search_mod._Scorer, "score", lambda self, stage, key, *a: calls.append((stage, key))
+                        or real(self, stage, key, *a))
+    resumed = search(nano_source(), nano_config(), seed=3, checkpoint=ckpt, resume=True, show_progress=False)
+    assert len(calls) == 16 + 14
+    assert [k for st, k in calls if st == "round0"] == [(c, e, o) for c in range(2) for e in range(9)
+                                                        for o in (1, 2)][20:]
+    assert resumed.rounds == nano_result.rounds and resumed.genotype == nano_result.genotype
+    assert resumed.data_fingerprint == nano_result.data_fingerprint
+    assert "partial" not in json.loads(ckpt.read_text())  # the finished stage replaced it
+
+
+def test_partial_stage_reads_back_non_finite_scores_and_names_a_malformed_one(tmp_path):
+    got = search_mod._load_partial({"stage": "round0", "seconds": 2, "seen": [3, 1], "scores": [
+        [1, 4, 0, {"cond_origin": ["inf"], "cond": [2.5], "regions": [7], "nonfinite": True}]]}, "c.json")
+    assert got["scores"] == {(1, 4, 0): {"cond_origin": [math.inf], "cond": [2.5], "regions": [7], "nonfinite": True}}
+    assert got["seconds"] == 2.0 and got["stage"] == "round0"
+    with pytest.raises(CheckpointError, match="c.json: malformed unfinished stage"):
+        search_mod._load_partial({"stage": "round0", "scores": []}, "c.json")
+
+
 def test_round_table_is_complete_and_prunes_one_op_per_edge(nano_result):
     r0 = nano_result.rounds[0]["candidates"]
     assert len(r0) == 2 * 9 * 2

@@ -43,7 +43,7 @@ from ..data.constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..genotype import Genotype
 from ..utils.distributed import current, gather_objects
-from ..utils.io import read_json, write_json
+from ..utils.io import as_float, read_json, write_json
 from ..utils.progress import progress
 from .config import CELLS, SearchConfig
 from .inputs import kernel_inputs, normalize_uint8, region_patches, resize_uint8, tenas_augment
@@ -69,6 +69,9 @@ __all__ = ["SearchSource", "TensorSource", "SearchResult", "search"]
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_VERSION = 1
+#: while a stage runs in one process, its finished candidates are written to the checkpoint at most this often (s):
+#: a search killed mid-stage loses at most this much scoring
+PARTIAL_SAVE_EVERY_S = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -522,14 +525,18 @@ def _next_stage(state: dict[str, Any], cfg: SearchConfig) -> _Stage | None:
     return _Stage(f"group-{CELLS[c]}-node{node}", "group", cands, origin, alive)
 
 
-def _score_stage(scorer: _Scorer, stage: _Stage, alive: torch.Tensor, show_progress: bool) -> dict:
-    """Score this rank's share of the stage's candidates and gather every rank's scores (and seen images)."""
+def _score_stage(scorer: _Scorer, stage: _Stage, alive: torch.Tensor, show_progress: bool,
+                 done: dict | None = None, on_chunk: Any = None) -> dict:
+    """Score this rank's share of the stage's candidates and gather every rank's scores (and seen images).
+
+    ``done`` holds candidates already scored (a resumed stage: they are not scored again); ``on_chunk(scores)`` is
+    called with every score so far after each chunk (the partial checkpoint)."""
     info = current()
     scorer.start_stage(stage.name)
-    mine = list(stage.cands[info.rank :: info.world_size])
-    scores = {}
+    scores = dict(done or {})
+    mine = [key for key in stage.cands[info.rank :: info.world_size] if key not in scores]
     desc = f"{stage.name} ({len(stage.cands)} candidates)"
-    bar = progress(total=len(mine), desc=desc) if show_progress else None
+    bar = progress(total=len(mine) + len(scores), desc=desc, initial=len(scores)) if show_progress else None
     while mine:
         chunk, mine = mine[: scorer.candidate_batch or 1], mine[scorer.candidate_batch or 1 :]
         cands = []
@@ -544,6 +551,8 @@ def _score_stage(scorer: _Scorer, stage: _Stage, alive: torch.Tensor, show_progr
             scores.update(scorer.score_many(stage.name, chunk, cands, stage.origin, stage.thin_origin))
         if bar is not None:
             bar.update(len(chunk))
+        if on_chunk is not None:
+            on_chunk(scores)
     if bar is not None:
         bar.close()
     for part in gather_objects((scores, sorted(scorer.data.seen))):
@@ -581,11 +590,15 @@ def _initial_state(cfg: SearchConfig, seed: int, data: _Data, checkpoint: str | 
                    resume: bool) -> dict[str, Any]:
     """The loop's state: the full supernet, or the checkpoint's state when resuming."""
     state: dict[str, Any] = {"alive": initial_alive(len(cfg.space)), "group_origin": None, "rounds": [],
-                             "seen": [], "wall_time": 0.0, "n_rounds": 0}
+                             "seen": [], "wall_time": 0.0, "n_rounds": 0, "partial": None}
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         state = _load_checkpoint(checkpoint, cfg, seed, len(cfg.space))
         data.seen.update(state["seen"])
-        logger.info("resuming search from %s after %d stage(s)", checkpoint, len(state["rounds"]))
+        if state["partial"] is not None:
+            data.seen.update(state["partial"]["seen"])
+        logger.info("resuming search from %s after %d stage(s)%s", checkpoint, len(state["rounds"]),
+                    f" and {len(state['partial']['scores'])} candidate(s) of {state['partial']['stage']}"
+                    if state["partial"] is not None else "")
     return state
 
 
@@ -611,7 +624,8 @@ def search(
         cfg: the settings (:data:`PRESETS` or a :class:`SearchConfig`).
         seed: run seed; every random draw derives from it.
         device: where kernels and region counts run.
-        checkpoint: a JSON file written atomically after every stage (rank 0 only).
+        checkpoint: a JSON file written atomically after every stage (rank 0 only) and, in one process, with the
+            stage's finished candidates at most every :data:`PARTIAL_SAVE_EVERY_S` seconds while it runs.
         resume: continue from ``checkpoint`` if it exists (it must have the same config and seed).
         backend: per-sample-gradient backend of the NTK (``hook``, ``opacus`` or ``func``).
         share_inputs: the kernel and thin networks compute the ReLU and pools that all ops on one state's edges
@@ -656,13 +670,21 @@ def search(
     if candidate_batch is None and device.type != "cuda":
         candidate_batch = default_candidate_batch(device)
     scorer = _Scorer(cfg, seed, data, device, backend, share_inputs, candidate_batch, kernel_graph)
+    single = current().world_size == 1  # under torchrun the stage is the unit of a checkpoint
     while True:
         t0 = time.perf_counter()
         alive: torch.Tensor = state["alive"]
         stage = _next_stage(state, cfg)
         if stage is None:
             break
-        scores = _score_stage(scorer, stage, alive, show_progress)
+        partial = state.get("partial")
+        done: dict = {}
+        if single and partial is not None and partial["stage"] == stage.name:
+            done = partial["scores"]
+            t0 -= partial["seconds"]  # the stage's scoring before the interruption counts in wall_time
+        save = _partial_saver(checkpoint, cfg, seed, state, stage, data, t0) if checkpoint and single else None
+        scores = _score_stage(scorer, stage, alive, show_progress, done, save)
+        state["partial"] = None
         _apply_stage(state, stage, rank_stage(stage.cands, scores, cfg, stage.kind), data.seen)
         state["wall_time"] += time.perf_counter() - t0
         if checkpoint is not None and current().rank == 0:
@@ -673,14 +695,49 @@ def search(
                         data.fingerprint(state["seen"]))
 
 
+def _partial_saver(checkpoint: str | os.PathLike, cfg: SearchConfig, seed: int, state: dict[str, Any],
+                   stage: _Stage, data: _Data, t0: float):
+    """``on_chunk`` of :func:`_score_stage`: the stage's finished candidates into the checkpoint, at most every
+    :data:`PARTIAL_SAVE_EVERY_S` seconds (one process only)."""
+    last = [time.perf_counter()]
+
+    def save(scores: dict) -> None:
+        now = time.perf_counter()
+        if now - last[0] < PARTIAL_SAVE_EVERY_S or len(scores) == len(stage.cands):
+            return  # a finished stage is saved whole right after
+        last[0] = now
+        state["partial"] = {"stage": stage.name, "seconds": now - t0, "seen": sorted(data.seen),
+                            "scores": [[*key, row] for key, row in scores.items()]}
+        _save_checkpoint(checkpoint, cfg, seed, state)
+
+    return save
+
+
 def _save_checkpoint(path: str | os.PathLike, cfg: SearchConfig, seed: int, state: dict[str, Any]) -> None:
+    partial = state.get("partial")
     write_json(path, {
         "version": _CHECKPOINT_VERSION, "config": cfg.to_dict(), "seed": seed,
         "alive": state["alive"].to(torch.int8).tolist(),
         "group_origin": None if state["group_origin"] is None else state["group_origin"].to(torch.int8).tolist(),
         "rounds": state["rounds"], "seen": state["seen"], "wall_time": state["wall_time"],
         "n_rounds": state["n_rounds"],
+        **({"partial": partial} if partial is not None else {}),
     })
+
+
+def _load_partial(d: Any, path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint's unfinished stage: ``{"stage", "seconds", "seen", "scores": {(c, e, o): row}}``, or None."""
+    if d is None:
+        return None
+    try:
+        scores = {}
+        for c, e, o, row in d["scores"]:
+            for k in ("cond_origin", "cond"):
+                row[k] = [as_float(v) for v in row[k]]
+            scores[(int(c), int(e), int(o))] = row
+        return {"stage": str(d["stage"]), "seconds": float(d["seconds"]), "seen": list(d["seen"]), "scores": scores}
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed unfinished stage ({type(e).__name__}: {e})") from None
 
 
 def _load_checkpoint(path: str | os.PathLike, cfg: SearchConfig, seed: int, n_ops: int) -> dict[str, Any]:
@@ -695,4 +752,5 @@ def _load_checkpoint(path: str | os.PathLike, cfg: SearchConfig, seed: int, n_op
         raise CheckpointError(f"{path}: mask of shape {tuple(alive.shape)}, expected {(2, len(EDGES), n_ops)}")
     go = d.get("group_origin")
     return {"alive": alive, "group_origin": None if go is None else torch.tensor(go, dtype=torch.bool),
-            "rounds": d["rounds"], "seen": d["seen"], "wall_time": d["wall_time"], "n_rounds": d["n_rounds"]}
+            "rounds": d["rounds"], "seen": d["seen"], "wall_time": d["wall_time"], "n_rounds": d["n_rounds"],
+            "partial": _load_partial(d.get("partial"), path)}
