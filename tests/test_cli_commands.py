@@ -3,6 +3,7 @@ and the demo's resume after an interruption."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -70,7 +71,11 @@ def test_demo_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     """A demo stopped part-way (here: the random-cell training dies) continues with --resume: finished stages are
     skipped, not redone, and the run completes."""
     from metantk_zoo import pipeline
+    from metantk_zoo.nas.config import PRESETS
 
+    # the demo searches with the tiny preset; two candidate ops and fewer patches make it ~3x faster
+    monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], ops=("skip_connect", "max_pool_3x3BN"),
+                                                            region_patches=50))
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--dataset", "synthetic:size=16,per_class=8,classes=40", "--epochs", "1",
             "--init-channels", "4", "--num-cells", "3", "--episodes", "4", "--n-query", "2", "--image-size", "16"]

@@ -68,14 +68,15 @@ SEARCHED = NAMED["tiered5_b"]  # a published genotype for the tests that need se
 
 @pytest.fixture(scope="module")
 def searched_run(tmp_path_factory) -> Path:
-    """A real search: ``metantk-zoo search --preset tiny`` on the embedded benchmark (about 15 s on 2 cores)."""
+    """A real search: ``metantk-zoo search --preset tiny`` with two candidate ops on synthetic data (a few seconds)."""
     from metantk_zoo.cli import main
 
     out = tmp_path_factory.mktemp("searched") / "search"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("METANTK_NO_PROGRESS", "1")
         try:
-            main(["search", "--preset", "tiny", "--dataset", "synthetic:size=32", "--seed", "3", "--out", str(out)])
+            main(["search", "--preset", "tiny", "--ops", "skip_connect,max_pool_3x3BN", "--region-patches", "50",
+                  "--dataset", "synthetic:size=32", "--seed", "3", "--out", str(out)])
         except SystemExit as e:
             assert not e.code, f"the search failed with exit code {e.code}"
     return out
