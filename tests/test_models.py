@@ -251,10 +251,8 @@ def test_timm_contract(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(clone(x), model(x))
 
-    # export
-    exported = torch.export.export(model, (x,))
-    with torch.no_grad():
-        assert torch.allclose(exported.module()(x), model(x), atol=1e-6)
+    # torch.export: test_torchscript_fx_and_export_equal_eager (entries covering every op and both cell counts;
+    # every entry under -m slow and in scripts/check_exports.py)
 
     # heads
     model.reset_classifier(5)
@@ -342,9 +340,22 @@ def _check_round_trips(name):
         torch.testing.assert_close(exported(x), ref, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["metantk_nano", "metantk_conv4", "metantk_tiered8_a"])
+#: tiered8_a and mini5_c hold between them every op of the registered genotypes, at 8 and 5 cells
+EXPORT_ENTRIES = ["metantk_nano", "metantk_conv4", "metantk_tiered8_a", "metantk_mini5_c"]
+
+
+@pytest.mark.parametrize("name", EXPORT_ENTRIES)
 def test_torchscript_fx_and_export_equal_eager(name):
     _check_round_trips(name)
+
+
+def test_export_entries_hold_every_op_of_the_zoo():
+    def ops(name):
+        return set(Genotype.coerce(timm.create_model(name, init_channels=4).genotype).ops)
+
+    cell_entries = [n for n in ALL if n not in ("metantk_nano", "metantk_conv4")]
+    assert set().union(*map(ops, cell_entries)) <= set().union(*(ops(n) for n in EXPORT_ENTRIES[2:]))
+    assert {len(timm.create_model(n, init_channels=4).cells) for n in EXPORT_ENTRIES[2:]} == {5, 8}
 
 
 @pytest.mark.slow
