@@ -132,36 +132,14 @@ def part_graphs(device: torch.device, quick: bool, budget: float) -> dict:
 
 
 _FULL_CHILD = """
-import sys, time, torch
+import sys, torch
 sys.path.insert(0, {root!r}); sys.path.insert(0, {scripts!r})
 from gpu_bench import _source
-from metantk_zoo.nas import SearchConfig, loop, search
+from metantk_zoo.nas import SearchConfig, search
 cfg = SearchConfig.preset("mini5", **{overrides!r})
-one, many = loop._Scorer.measure_candidate, loop._Scorer.score_many
-def measure_candidate(self, *args):
-    row = one(self, *args)
-    print("SCORED 1", time.perf_counter() - T0, flush=True)  # candidates scored and seconds so far, if killed
-    return row
-def score_many(self, *args):
-    rows = many(self, *args)
-    print("SCORED", len(rows), time.perf_counter() - T0, flush=True)
-    return rows
-loop._Scorer.measure_candidate, loop._Scorer.score_many = measure_candidate, score_many
-source = _source()
-T0 = time.perf_counter()
-res = search(source, cfg, seed=0, device={device!r}, checkpoint={ckpt!r}, show_progress=False{extra})
+res = search(_source(), cfg, seed=0, device={device!r}, checkpoint={ckpt!r}, show_progress=False{extra})
 print("GENOTYPE", res.genotype.to_darts())
 """
-
-
-def _scored_so_far(stdout: str) -> tuple[int, float]:
-    """(candidates scored, seconds since the search started) from the child's last ``SCORED`` line."""
-    done, seconds = 0, 0.0
-    for line in stdout.splitlines():
-        if line.startswith("SCORED "):
-            _, n, t = line.split()
-            done, seconds = done + int(n), float(t)
-    return done, seconds
 
 
 def part_full(device: torch.device, quick: bool, budget: float) -> dict:
@@ -185,20 +163,21 @@ def part_full(device: torch.device, quick: bool, budget: float) -> dict:
         finished = False
     elapsed = time.perf_counter() - start
     state = json.loads(ckpt.read_text()) if ckpt.exists() else {"rounds": [], "wall_time": 0.0}
+    # the stage under way: the search checkpoints its finished candidates every few seconds
+    partial = state.get("partial") or {"scores": [], "seconds": 0.0}
     done = sum(len(r["candidates"]) for r in state["rounds"])
+    scored, seconds = done + len(partial["scores"]), state["wall_time"] + partial["seconds"]
     result = {"budget_s": budget, "elapsed_s": elapsed, "finished": finished, "stages_done": len(state["rounds"]),
-              "candidates_done": done, "candidates_total": MINI5_CANDIDATES if not quick else None,
-              "scoring_seconds": state["wall_time"], "candidate_batch": int(batch) if batch else None}
+              "candidates_done": done, "candidates_scored": scored,
+              "candidates_total": MINI5_CANDIDATES if not quick else None,
+              "scoring_seconds": seconds, "candidate_batch": int(batch) if batch else None}
     if finished:
         result["search_seconds"] = state["wall_time"]
         result["measured"] = True
         result["genotype"] = next((line[9:] for line in stdout.splitlines() if line.startswith("GENOTYPE ")), None)
-    elif done or _scored_so_far(stdout)[0]:
-        # projected from the candidates scored so far (finished stages and the one under way, their setup included)
-        scored, seconds = _scored_so_far(stdout)
-        per = seconds / scored if scored > done else state["wall_time"] / done
-        result.update(measured=False, candidates_scored=max(scored, done), seconds_per_candidate=per,
-                      search_seconds=per * MINI5_CANDIDATES)
+    elif scored:  # projected from the candidates scored so far (finished stages and the one under way)
+        per = seconds / scored
+        result.update(measured=False, seconds_per_candidate=per, search_seconds=per * MINI5_CANDIDATES)
     else:
         result.update(measured=False, search_seconds=None,
                       error=(stderr or "no stage finished within the budget")[-1500:])
@@ -343,8 +322,7 @@ def write_report(out: Path) -> dict:
         md.append(f"| search part | {s.get('missing') or s.get('error')} | |")
     f = parts["full"]
     if f.get("search_seconds") is not None:
-        scored = f.get("candidates_scored", f["candidates_done"])
-        how = "measured" if f.get("measured") else f"projected from {scored} candidates"
+        how = "measured" if f.get("measured") else f"projected from {f['candidates_scored']} candidates"
         md.append(f"| full mini5 search ({how}) | {_fmt(f['search_seconds'], ' s', 1)} "
                   f"({_fmt(f['search_seconds'] / 60, ' min', 1)}) | |")
     else:

@@ -57,18 +57,29 @@ def test_aggregate_table1_names_a_missing_result_in_one_line(tmp_path):
 
 
 def test_gpu_bench_projects_the_full_search_from_the_candidates_a_killed_child_scored(tmp_path, monkeypatch):
-    """A search child killed at the budget before any stage ends: the projection is its last report's seconds over
-    the candidates it reported, times the 500 candidates of mini5 (3.0 s / (4 + 2) = 0.5 s -> 250 s)."""
+    """A search child killed at the budget: the projection is its checkpoint's scoring seconds (finished stages and
+    the stage under way) over its candidates, times the 500 candidates of mini5 (3.0 s / 6 = 0.5 s -> 250 s)."""
     gpu_bench = _script("gpu_bench")
     assert gpu_bench.MINI5_CANDIDATES == 18 * 27 + 14 == 500  # 6 rounds of 18 edges x (7..2 ops), + 2 x (3 + 4)
     monkeypatch.setenv("GPU_BENCH_TMP", str(tmp_path))
-    monkeypatch.setattr(gpu_bench, "_FULL_CHILD",
-                        'import time\nprint("SCORED 4 2.0", flush=True)\nprint("SCORED 2 3.0", flush=True)\n'
-                        'time.sleep(60)\n')
     import torch
 
-    got = gpu_bench.part_full(torch.device("cpu"), quick=False, budget=1.5)
+    def killed_child(checkpoint: dict) -> dict:
+        """part_full on a child that writes ``checkpoint`` as the search would, then runs past the budget."""
+        monkeypatch.setattr(gpu_bench, "_FULL_CHILD",
+                            "import json, time\njson.dump(" + repr(checkpoint).replace("{", "{{").replace("}", "}}")
+                            + ", open({ckpt!r}, 'w'))\ntime.sleep(60)\n")
+        return gpu_bench.part_full(torch.device("cpu"), quick=False, budget=1.0)
+
+    # killed in the first stage: 6 of its candidates in 3.0 s
+    got = killed_child({"rounds": [], "wall_time": 0.0,
+                        "partial": {"stage": "round0", "seconds": 3.0, "scores": [[0, 0, o, {}] for o in range(6)]}})
     assert not got["finished"] and not got["measured"] and got["stages_done"] == 0
     assert got["candidates_scored"] == 6
     assert got["seconds_per_candidate"] == pytest.approx(0.5)
+    assert got["search_seconds"] == pytest.approx(250.0)
+    # one finished stage of 4 candidates in 2.0 s, then 2 of the next in 1.0 s: the same 6 in 3.0 s
+    got = killed_child({"rounds": [{"candidates": [{}] * 4}], "wall_time": 2.0,
+                        "partial": {"stage": "round1", "seconds": 1.0, "scores": [[0, 0, 1, {}], [0, 0, 2, {}]]}})
+    assert got["stages_done"] == 1 and got["candidates_done"] == 4 and got["candidates_scored"] == 6
     assert got["search_seconds"] == pytest.approx(250.0)

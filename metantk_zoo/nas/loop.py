@@ -677,7 +677,7 @@ def search(
         stage = _next_stage(state, cfg)
         if stage is None:
             break
-        partial = state.get("partial")
+        partial = state["partial"]
         done: dict = {}
         if single and partial is not None and partial["stage"] == stage.name:
             done = partial["scores"]
@@ -714,7 +714,7 @@ def _partial_saver(checkpoint: str | os.PathLike, cfg: SearchConfig, seed: int, 
 
 
 def _save_checkpoint(path: str | os.PathLike, cfg: SearchConfig, seed: int, state: dict[str, Any]) -> None:
-    partial = state.get("partial")
+    partial = state["partial"]
     write_json(path, {
         "version": _CHECKPOINT_VERSION, "config": cfg.to_dict(), "seed": seed,
         "alive": state["alive"].to(torch.int8).tolist(),
